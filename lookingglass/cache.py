@@ -1,0 +1,97 @@
+"""`ActivationCache`: the activations of one forward pass, by hook name.
+
+Dict-like with TransformerLens's shorthand: `cache["pattern", 3]` is
+`cache["blocks.3.attn.hook_pattern"]`, negative layers count from the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lookingglass import utils
+from lookingglass.errors import InputError
+
+
+class ActivationCache:
+    """Cached activations of a model run (from `run_with_cache`)."""
+
+    def __init__(self, cache_dict: dict[str, Tensor], model: Any, has_batch_dim: bool = True) -> None:
+        self.cache_dict = cache_dict
+        self.model = model
+        self.has_batch_dim = has_batch_dim
+        self.has_embed = "hook_embed" in cache_dict
+        self.has_pos_embed = "hook_pos_embed" in cache_dict
+
+    def _key(self, key: str | tuple) -> str:
+        if isinstance(key, str):
+            return key
+        if isinstance(key, tuple) and key:
+            name, *rest = key
+            layer = rest[0] if rest else None
+            if isinstance(layer, int) and layer < 0:
+                layer += self.model.cfg.n_layers
+            return utils.get_act_name(name, layer, rest[1] if len(rest) > 1 else None)
+        raise InputError(f"Cache keys are hook names or (name, layer[, type]) tuples, got {key!r}.")
+
+    def __getitem__(self, key: str | tuple) -> Tensor:
+        name = self._key(key)
+        if name not in self.cache_dict:
+            raise KeyError(
+                f"'{name}' is not in the cache ({len(self.cache_dict)} activations cached). Was it "
+                "excluded by names_filter, or is it a hook point this model does not have?"
+            )
+        return self.cache_dict[name]
+
+    def __contains__(self, key: str | tuple) -> bool:
+        return self._key(key) in self.cache_dict
+
+    def __len__(self) -> int:
+        return len(self.cache_dict)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.cache_dict)
+
+    def keys(self):
+        """Hook names, in the order they were cached (forward order)."""
+        return self.cache_dict.keys()
+
+    def values(self):
+        """Cached tensors."""
+        return self.cache_dict.values()
+
+    def items(self):
+        """(hook name, tensor) pairs."""
+        return self.cache_dict.items()
+
+    def __repr__(self) -> str:
+        return f"ActivationCache with keys {list(self.cache_dict)}"
+
+    def to(self, device: str | torch.device, move_model: bool = False) -> ActivationCache:
+        """Move every cached tensor (and optionally the model) to `device`; returns self."""
+        self.cache_dict = {k: v.to(device) for k, v in self.cache_dict.items()}
+        if move_model:
+            self.model.to(device)
+        return self
+
+    def remove_batch_dim(self) -> ActivationCache:
+        """Drop the batch dimension of a batch-size-1 cache; returns self."""
+        if not self.has_batch_dim:
+            return self
+        sizes = {v.shape[0] for v in self.cache_dict.values()}
+        if sizes != {1}:
+            raise InputError(f"remove_batch_dim needs batch size 1, the cache has batch sizes {sizes}.")
+        self.cache_dict = {k: v[0] for k, v in self.cache_dict.items()}
+        self.has_batch_dim = False
+        return self
+
+    def apply_slice_to_batch_dim(self, batch_slice: slice | int | list[int] | Tensor) -> ActivationCache:
+        """A new cache holding only the selected batch rows (an int keeps the dimension)."""
+        if not self.has_batch_dim:
+            raise InputError("This cache has no batch dimension to slice.")
+        if isinstance(batch_slice, int):
+            batch_slice = slice(batch_slice, batch_slice + 1)
+        return ActivationCache({k: v[batch_slice] for k, v in self.cache_dict.items()}, self.model)

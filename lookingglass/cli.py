@@ -1,0 +1,61 @@
+"""The `lookingglass` command line: `info`, `demo`, and the jobs later issues add."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _info(args: argparse.Namespace) -> int:
+    import platform
+
+    import torch
+    import transformers
+
+    import lookingglass
+    from lookingglass.loading.registry import list_models
+
+    print(f"lookingglass {lookingglass.__version__}")
+    print(f"python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}")
+    print(f"device: {'cuda' if torch.cuda.is_available() else 'cpu'}")
+    print(f"known model names: {len(list_models())} (lookingglass.list_models())")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from lookingglass.loading.registry import shipped_model_path
+
+    if shipped_model_path(args.model) is None:
+        print(
+            f"The default model '{args.model}' is not shipped yet (it is trained by the training "
+            "issue). Everything else is set up: try `lookingglass info`."
+        )
+        return 0
+    from lookingglass.demo import run_demo
+
+    return run_demo(args.model, args.prompt, args.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (subcommands register themselves here)."""
+    parser = argparse.ArgumentParser(prog="lookingglass", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    info = sub.add_parser("info", help="versions, device and known models")
+    info.set_defaults(func=_info)
+    demo = sub.add_parser("demo", help="look inside the shipped default model")
+    demo.add_argument("--model", default="lookingglass-attn2")
+    demo.add_argument("--prompt", default=None)
+    demo.add_argument("--out", default="reports/demo.html")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `lookingglass` command."""
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

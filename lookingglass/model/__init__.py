@@ -1,0 +1,7 @@
+"""The transformer itself: one readable implementation, small components, every
+activation passing a named hook point."""
+
+from lookingglass.model.kv_cache import HookedTransformerKeyValueCache, KeyValueCache
+from lookingglass.model.transformer import HookedTransformer
+
+__all__ = ["HookedTransformer", "HookedTransformerKeyValueCache", "KeyValueCache"]
