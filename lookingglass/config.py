@@ -21,7 +21,13 @@ from lookingglass.errors import ConfigError
 
 ACT_FNS = ("gelu_new", "gelu", "gelu_fast", "gelu_pytorch_tanh", "relu", "silu")
 NORMALIZATION_TYPES = ("LN", "LNPre", "RMS", "RMSPre", None)
-POSITIONAL_EMBEDDING_TYPES = ("standard",)
+POSITIONAL_EMBEDDING_TYPES = ("standard", "rotary", "alibi")
+NORM_PLACEMENTS = ("pre", "pre_and_post", "post")
+ROPE_SCALING_KEYS = {
+    "default": (),
+    "linear": ("factor",),
+    "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
+}
 ATTENTION_SCORE_TYPES = ("dot", "correlation")
 
 
@@ -51,8 +57,26 @@ class ModelConfig:
     attn_only: bool = False
     positional_embedding_type: str = "standard"
     n_key_value_heads: int | None = None
+    ungroup_grouped_query_attention: bool = False
     use_attn_scale: bool = True
     attn_scale: float = -1.0
+    # Architecture variants (each read once, when the model is built).
+    rotary_dim: int | None = None
+    rotary_base: float = 10000.0
+    rotary_adjacent_pairs: bool = False
+    rope_scaling: dict[str, Any] | None = None
+    parallel_attn_mlp: bool = False
+    attn_types: tuple[str, ...] | None = None
+    window_size: int | None = None
+    gated_mlp: bool = False
+    num_experts: int | None = None
+    experts_per_token: int | None = None
+    use_qk_norm: bool = False
+    qk_norm_scope: str = "head"
+    attn_scores_soft_cap: float = -1.0
+    output_logits_soft_cap: float = -1.0
+    norm_placement: str = "pre"
+    post_embedding_ln: bool = False
     # Optional hook points (TransformerLens's flags).
     use_attn_result: bool = False
     use_split_qkv_input: bool = False
@@ -105,6 +129,9 @@ class ModelConfig:
             POSITIONAL_EMBEDDING_TYPES,
         )
         _check_choice("attention_score", self.attention_score, ATTENTION_SCORE_TYPES)
+        _check_choice("norm_placement", self.norm_placement, NORM_PLACEMENTS)
+        _check_choice("qk_norm_scope", self.qk_norm_scope, ("head", "all_heads"))
+        self._validate_variants()
         if self.attention_score == "correlation":
             _check_positive_int("correlation_max_lag", self.correlation_max_lag)
         if self.n_key_value_heads is not None:
@@ -123,6 +150,55 @@ class ModelConfig:
             object.__setattr__(self, "dtype", _dtype_from_str(self.dtype))
         if self.eps <= 0:
             raise ConfigError(f"eps must be positive, got {self.eps}.")
+
+    def _validate_variants(self) -> None:
+        if self.positional_embedding_type == "rotary":
+            if self.rotary_dim is None:
+                object.__setattr__(self, "rotary_dim", self.d_head)
+            _check_positive_int("rotary_dim", self.rotary_dim)
+            if self.rotary_dim % 2 or self.rotary_dim > self.d_head:
+                raise ConfigError(f"rotary_dim={self.rotary_dim} must be even and <= d_head={self.d_head}.")
+        if self.rope_scaling is not None:
+            kind = self.rope_scaling.get("rope_type", self.rope_scaling.get("type"))
+            if kind not in ROPE_SCALING_KEYS:
+                raise ConfigError(
+                    f"rope_scaling type {kind!r} is not supported; supported: {list(ROPE_SCALING_KEYS)}."
+                )
+            missing = [k for k in ROPE_SCALING_KEYS[kind] if k not in self.rope_scaling]
+            if missing:
+                raise ConfigError(f"rope_scaling of type {kind!r} lacks {missing}.")
+        if self.attn_types is not None:
+            object.__setattr__(self, "attn_types", tuple(self.attn_types))
+            if len(self.attn_types) != self.n_layers:
+                raise ConfigError(f"attn_types has {len(self.attn_types)} entries for {self.n_layers} layers.")
+            for t in self.attn_types:
+                _check_choice("attn_types entry", t, ("global", "local"))
+            if "local" in self.attn_types and self.window_size is None:
+                raise ConfigError("attn_types has 'local' layers but window_size is not set.")
+        if self.window_size is not None:
+            _check_positive_int("window_size", self.window_size)
+        if (self.num_experts is None) != (self.experts_per_token is None):
+            raise ConfigError("num_experts and experts_per_token must be set together.")
+        if self.num_experts is not None:
+            _check_positive_int("num_experts", self.num_experts)
+            _check_positive_int("experts_per_token", self.experts_per_token)
+            if self.experts_per_token > self.num_experts:
+                raise ConfigError("experts_per_token cannot exceed num_experts.")
+        grouped = self.n_key_value_heads not in (None, self.n_heads)
+        if grouped and (self.smear_keys or self.attention_score != "dot"):
+            raise ConfigError("smear_keys and correlation attention need n_key_value_heads == n_heads.")
+
+    def layer_window(self, layer: int) -> int | None:
+        """The attention window of a layer (None: global). Local layers come from
+        `attn_types`; with `window_size` and no `attn_types`, every layer is local."""
+        if self.attn_types is None:
+            return self.window_size
+        return self.window_size if self.attn_types[layer] == "local" else None
+
+    @property
+    def n_kv_heads(self) -> int:
+        """Number of key/value heads (n_heads unless grouped-query attention)."""
+        return self.n_key_value_heads or self.n_heads
 
     @property
     def n_params(self) -> int:

@@ -1,27 +1,49 @@
 """Multi-head causal self-attention, the readable way, with a fused fast path.
 
     q, k, v  = input @ W_Q + b_Q, ...                 [batch pos head_index d_head]
-    scores   = q . k / attn_scale, causal-masked      [batch head_index query_pos key_pos]
-    pattern  = softmax(scores)
+    (q, k    = rotary(q), rotary(k)            when positional_embedding_type="rotary")
+    scores   = q . k / attn_scale (+ ALiBi), causal (and window) masked
+    pattern  = softmax(scores)                        [batch head_index query_pos key_pos]
     z        = pattern @ v                            [batch pos head_index d_head]
     out      = sum_h z_h @ W_O[h] + b_O               [batch pos d_model]
 
-When nobody hooks `hook_attn_scores` or `hook_pattern`, `scaled_dot_product_attention`
-computes z without materializing the pattern (same numbers within float tolerance).
-`W_Q/W_K/W_V [n_heads, d_model, d_head]` are stored as head-major views of a
-`[d_model, n_heads, d_head]` buffer so each projection is one GEMM with no copy.
+When nobody hooks `hook_attn_scores` or `hook_pattern` (and scores need no soft-capping
+or ALiBi), `scaled_dot_product_attention` computes z without materializing the pattern:
+the same numbers within float tolerance. `W_Q/W_K/W_V [n_heads, d_model, d_head]` are
+stored as head-major views of a `[d_model, n_heads, d_head]` buffer so each projection is
+one GEMM with no copy. Grouped-query attention (`GroupedQueryAttention`) keeps the real
+`n_key_value_heads` key/value heads (`_W_K`, `_W_V`), as TransformerLens does.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
 from lookingglass.config import ModelConfig
 from lookingglass.hooks import HookPoint
 from lookingglass.model.key_mixing import make_key_mixer
+from lookingglass.model.norm import RMSNorm
+from lookingglass.model.positional import Alibi, Rotary
+
+
+@dataclass
+class AttentionContext:
+    """What every layer's attention needs to know about the positions in this pass.
+
+    `mask` is True where a query may attend to a key (None: plain causal, no padding, no
+    cache); `positions` are the queries' position ids, `key_positions` the keys';
+    `key_is_real` is False at padding keys (None when there is no padding).
+    """
+
+    mask: Bool[Tensor, "batch 1 query_pos key_pos"] | None
+    positions: Int[Tensor, "batch query_pos"]
+    key_positions: Int[Tensor, "batch key_pos"]
+    key_is_real: Bool[Tensor, "batch key_pos"] | None = None
 
 
 def head_major_parameter(d_model: int, n_heads: int, d_head: int, dtype: torch.dtype) -> nn.Parameter:
@@ -44,23 +66,46 @@ class Attention(nn.Module):
         self.layer = layer
         self.n_heads, self.d_head, self.d_model = cfg.n_heads, cfg.d_head, cfg.d_model
         self.attn_scale = cfg.attn_scale
-        shape = (cfg.d_model, cfg.n_heads, cfg.d_head)
-        self.W_Q = head_major_parameter(*shape, cfg.dtype)
-        self.W_K = head_major_parameter(*shape, cfg.dtype)
-        self.W_V = head_major_parameter(*shape, cfg.dtype)
-        self.W_O = nn.Parameter(torch.zeros(cfg.n_heads, cfg.d_head, cfg.d_model, dtype=cfg.dtype))
+        self.window = cfg.layer_window(layer)
+        self.soft_cap = cfg.attn_scores_soft_cap
+        self.W_Q = head_major_parameter(cfg.d_model, cfg.n_heads, cfg.d_head, cfg.dtype)
         self.b_Q = nn.Parameter(torch.zeros(cfg.n_heads, cfg.d_head, dtype=cfg.dtype))
-        self.b_K = nn.Parameter(torch.zeros(cfg.n_heads, cfg.d_head, dtype=cfg.dtype))
-        self.b_V = nn.Parameter(torch.zeros(cfg.n_heads, cfg.d_head, dtype=cfg.dtype))
+        self._init_key_value(cfg)
+        self.W_O = nn.Parameter(torch.zeros(cfg.n_heads, cfg.d_head, cfg.d_model, dtype=cfg.dtype))
         self.b_O = nn.Parameter(torch.zeros(cfg.d_model, dtype=cfg.dtype))
+        if cfg.use_qk_norm:
+            self.q_norm = QKNorm(cfg, cfg.n_heads)
+            self.k_norm = QKNorm(cfg, cfg.n_kv_heads)
+        else:
+            self.q_norm = self.k_norm = nn.Identity()
         self.key_mixer = make_key_mixer(cfg)
         self.hook_q = HookPoint()  # [batch, pos, head_index, d_head]
         self.hook_k = HookPoint()  # [batch, pos, head_index, d_head]
         self.hook_v = HookPoint()  # [batch, pos, head_index, d_head]
+        if cfg.positional_embedding_type == "rotary":
+            self.rotary = Rotary(cfg)
+            self.hook_rot_q = HookPoint()  # [batch, pos, head_index, d_head]
+            self.hook_rot_k = HookPoint()  # [batch, pos, head_index, d_head]
+        self.alibi = Alibi(cfg) if cfg.positional_embedding_type == "alibi" else None
         self.hook_attn_scores = HookPoint()  # [batch, head_index, query_pos, key_pos]
         self.hook_pattern = HookPoint()  # [batch, head_index, query_pos, key_pos]
         self.hook_z = HookPoint()  # [batch, pos, head_index, d_head]
+        # Soft-capping and ALiBi change the scores, which the fused kernel cannot do.
+        self._fused_ok = self.soft_cap <= 0 and self.alibi is None
         self.set_hook_options(cfg)
+
+    def _init_key_value(self, cfg: ModelConfig) -> None:
+        self.W_K = head_major_parameter(cfg.d_model, cfg.n_heads, cfg.d_head, cfg.dtype)
+        self.W_V = head_major_parameter(cfg.d_model, cfg.n_heads, cfg.d_head, cfg.dtype)
+        self.b_K = nn.Parameter(torch.zeros(cfg.n_heads, cfg.d_head, dtype=cfg.dtype))
+        self.b_V = nn.Parameter(torch.zeros(cfg.n_heads, cfg.d_head, dtype=cfg.dtype))
+
+    def _key_value_weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return self.W_K, self.b_K, self.W_V, self.b_V
+
+    def _ungroup(self, x: Tensor) -> Tensor:
+        """Keys/values per query head (identity unless grouped-query attention)."""
+        return x
 
     def set_hook_options(self, cfg: ModelConfig) -> None:
         """Build the optional parts `use_attn_result` / `use_split_qkv_input` ask for."""
@@ -69,7 +114,6 @@ class Attention(nn.Module):
             self.hook_result = HookPoint()  # [batch, pos, head_index, d_model]
             self._output = self._output_per_head
         else:
-            self.__dict__.pop("hook_result", None)
             self._modules.pop("hook_result", None)
             self._output = self._output_fused
 
@@ -78,25 +122,41 @@ class Attention(nn.Module):
         query_input: Float[Tensor, "batch pos d_model"] | Float[Tensor, "batch pos head_index d_model"],
         key_input: Float[Tensor, "batch pos d_model"] | Float[Tensor, "batch pos head_index d_model"],
         value_input: Float[Tensor, "batch pos d_model"] | Float[Tensor, "batch pos head_index d_model"],
-        mask: Bool[Tensor, "batch 1 query_pos key_pos"] | None = None,
+        context: AttentionContext,
         kv_cache_entry=None,
     ) -> Float[Tensor, "batch pos d_model"]:
-        """Attend. `mask` is True where a query may attend to a key; None means plain
-        causal. `kv_cache_entry` (generation) supplies and stores earlier keys/values."""
-        q = self.hook_q(self._project(query_input, self.W_Q, self.b_Q))
-        k = self.hook_k(self._project(key_input, self.W_K, self.b_K))
-        v = self.hook_v(self._project(value_input, self.W_V, self.b_V))
+        """Attend. `kv_cache_entry` (generation) supplies and stores earlier keys/values."""
+        W_K, b_K, W_V, b_V = self._key_value_weights()
+        q = self.hook_q(self.q_norm(self._project(query_input, self.W_Q, self.b_Q)))
+        k = self.hook_k(self._ungroup(self.k_norm(self._project(key_input, W_K, b_K))))
+        v = self.hook_v(self._ungroup(self._project(value_input, W_V, b_V)))
+        if hasattr(self, "rotary"):
+            cos, sin = self.rotary.cos_sin(context.positions, q.dtype)
+            q = self.hook_rot_q(self.rotary(q, cos, sin))
+            k = self.hook_rot_k(self.rotary(k, cos, sin))
         if kv_cache_entry is not None:
             k, v = kv_cache_entry.append(k, v)
-        k = self.key_mixer(k)
-        if self.hook_attn_scores.has_hooks() or self.hook_pattern.has_hooks():
-            z = self._attend_explicit(q, k, v, mask)
-        else:
+        k = self.key_mixer(k, context.key_is_real)
+        mask = self._restrict_to_window(context.mask, q.shape[1], k.shape[1], q.device)
+        if self._fused_ok and not (self.hook_attn_scores.has_hooks() or self.hook_pattern.has_hooks()):
             z = self._attend_fused(q, k, v, mask)
+        else:
+            z = self._attend_explicit(q, k, v, mask, context.key_positions)
         return self._output(self.hook_z(z))
 
-    def _attend_explicit(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+    def _restrict_to_window(self, mask, q_len: int, k_len: int, device) -> Tensor | None:
+        if self.window is None:
+            return mask
+        base = causal_mask(q_len, k_len, device) if mask is None else mask
+        return base & window_mask(q_len, k_len, self.window, device)
+
+    def _attend_explicit(self, q, k, v, mask, key_positions) -> Tensor:
+        k, v = _repeat_kv(k, q.shape[2]), _repeat_kv(v, q.shape[2])
         scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / self.attn_scale
+        if self.alibi is not None:
+            scores = self.alibi(scores, key_positions)
+        if self.soft_cap > 0:
+            scores = self.soft_cap * torch.tanh(scores / self.soft_cap)
         if mask is None:
             mask = causal_mask(q.shape[1], k.shape[1], q.device)
         scores = self.hook_attn_scores(scores.masked_fill(~mask, float("-inf")))
@@ -104,13 +164,14 @@ class Attention(nn.Module):
         pattern = self.hook_pattern(scores.float().softmax(dim=-1).to(q.dtype))
         return torch.einsum("bhqk,bkhe->bqhe", pattern, v)
 
-    def _attend_fused(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+    def _attend_fused(self, q, k, v, mask) -> Tensor:
         is_causal = mask is None and q.shape[1] == k.shape[1] and q.shape[1] > 1
         if mask is None and not is_causal:
             mask = causal_mask(q.shape[1], k.shape[1], q.device)
         z = F.scaled_dot_product_attention(
             q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
             attn_mask=mask, is_causal=is_causal, scale=1.0 / self.attn_scale,
+            enable_gqa=k.shape[2] != q.shape[2],
         )
         return z.transpose(1, 2)
 
@@ -123,20 +184,93 @@ class Attention(nn.Module):
         return result.sum(dim=-2) + self.b_O
 
 
+class GroupedQueryAttention(Attention):
+    """Attention whose `n_key_value_heads` key/value heads are shared by groups of query
+    heads. Parameters `_W_K, _W_V [n_kv_heads, d_model, d_head]`; the properties
+    `W_K`/`W_V` give them per query head. `hook_k/hook_v` have `n_kv_heads` heads unless
+    `ungroup_grouped_query_attention` is set."""
+
+    def _init_key_value(self, cfg: ModelConfig) -> None:
+        self.n_kv_heads = cfg.n_kv_heads
+        self.repeats = cfg.n_heads // cfg.n_kv_heads
+        self._W_K = head_major_parameter(cfg.d_model, cfg.n_kv_heads, cfg.d_head, cfg.dtype)
+        self._W_V = head_major_parameter(cfg.d_model, cfg.n_kv_heads, cfg.d_head, cfg.dtype)
+        self._b_K = nn.Parameter(torch.zeros(cfg.n_kv_heads, cfg.d_head, dtype=cfg.dtype))
+        self._b_V = nn.Parameter(torch.zeros(cfg.n_kv_heads, cfg.d_head, dtype=cfg.dtype))
+        self._ungroup_hooks = cfg.ungroup_grouped_query_attention
+
+    def _key_value_weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return self._W_K, self._b_K, self._W_V, self._b_V
+
+    def _ungroup(self, x: Tensor) -> Tensor:
+        return _repeat_kv(x, self.n_heads) if self._ungroup_hooks else x
+
+    @property
+    def W_K(self) -> Tensor:
+        return self._W_K.repeat_interleave(self.repeats, dim=0)
+
+    @property
+    def W_V(self) -> Tensor:
+        return self._W_V.repeat_interleave(self.repeats, dim=0)
+
+    @property
+    def b_K(self) -> Tensor:
+        return self._b_K.repeat_interleave(self.repeats, dim=0)
+
+    @property
+    def b_V(self) -> Tensor:
+        return self._b_V.repeat_interleave(self.repeats, dim=0)
+
+
+class QKNorm(nn.Module):
+    """RMSNorm of queries or keys: per head over d_head (Qwen3), or over all heads
+    together (OLMo 2, `qk_norm_scope="all_heads"`)."""
+
+    def __init__(self, cfg: ModelConfig, n_heads: int) -> None:
+        super().__init__()
+        self.all_heads = cfg.qk_norm_scope == "all_heads"
+        self.norm = RMSNorm(cfg, length=n_heads * cfg.d_head if self.all_heads else cfg.d_head)
+
+    def forward(self, x: Float[Tensor, "batch pos head_index d_head"]) -> Tensor:
+        if not self.all_heads:
+            return self.norm(x)
+        return self.norm(x.flatten(-2)).view_as(x)
+
+
+def make_attention(cfg: ModelConfig, layer: int) -> Attention:
+    """Plain multi-head attention, or grouped-query when n_key_value_heads < n_heads."""
+    grouped = cfg.n_kv_heads != cfg.n_heads
+    return GroupedQueryAttention(cfg, layer) if grouped else Attention(cfg, layer)
+
+
+def _repeat_kv(x: Tensor, n_heads: int) -> Tensor:
+    """Repeat key/value heads so each query head has its own (no-op without grouping)."""
+    return x if x.shape[2] == n_heads else x.repeat_interleave(n_heads // x.shape[2], dim=2)
+
+
 def _project_shared(x: Float[Tensor, "batch pos d_model"], W: Tensor, b: Tensor) -> Tensor:
     """All heads read the same input: one GEMM over the flattened head-major weight."""
-    d_model, n_heads, d_head = W.shape[1], W.shape[0], W.shape[2]
+    n_heads, d_model, d_head = W.shape
     flat_W = W.permute(1, 0, 2).reshape(d_model, n_heads * d_head)
     out = F.linear(x, flat_W.T, b.reshape(-1))
     return out.view(*x.shape[:2], n_heads, d_head)
 
 
 def _project_per_head(x: Float[Tensor, "batch pos head_index d_model"], W: Tensor, b: Tensor) -> Tensor:
-    """Each head reads its own copy of the input (`use_split_qkv_input`)."""
+    """Each head reads its own copy of the input (`use_split_qkv_input`). Grouped key/value
+    heads read the copy of the first query head of their group (all copies are equal
+    unless a hook edits one)."""
+    if x.shape[2] != W.shape[0]:
+        x = x[:, :, :: x.shape[2] // W.shape[0]]
     return torch.einsum("bphd,hde->bphe", x, W) + b
 
 
 def causal_mask(q_len: int, k_len: int, device: torch.device) -> Bool[Tensor, "1 1 q k"]:
     """True where query i (the last `q_len` of `k_len` positions) may attend to key j."""
+    return torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(k_len - q_len)[None, None]
+
+
+def window_mask(q_len: int, k_len: int, window: int, device: torch.device) -> Bool[Tensor, "1 1 q k"]:
+    """True where key j is within the last `window` positions of query i (i - j < window)."""
     offset = k_len - q_len
-    return torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(offset)[None, None]
+    return torch.ones(q_len, k_len, dtype=torch.bool, device=device).triu(offset - window + 1)[None, None]

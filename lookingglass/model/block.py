@@ -1,7 +1,15 @@
-"""One transformer block: attention then MLP, each reading and writing the residual stream.
+"""One transformer block: attention and MLP, each reading and writing the residual stream.
 
-    resid_mid  = resid_pre + attn(ln1(resid_pre))
-    resid_post = resid_mid + mlp(ln2(resid_mid))
+Sequential (GPT-2, Llama, ...):       Parallel (GPT-J, GPT-NeoX/Pythia, `parallel_attn_mlp`):
+    resid_mid  = resid_pre + attn_out     resid_post = resid_pre + attn_out + mlp_out
+    resid_post = resid_mid + mlp_out      (no resid_mid; the MLP reads resid_pre)
+
+Where the norms sit is `cfg.norm_placement`: "pre" (`attn_out = attn(ln1(x))`),
+"pre_and_post" (Gemma 2: `attn_out = ln1_post(attn(ln1(x)))`) or "post" (OLMo 2:
+`attn_out = ln1_post(attn(x))`); the MLP likewise with ln2 / ln2_post. `hook_attn_out` and
+`hook_mlp_out` are always what is added to the residual stream, so
+`resid_mid == resid_pre + attn_out` and `resid_post == resid_mid + mlp_out` hold for
+every architecture.
 
 Optional hook points (`hook_attn_in`, `hook_q/k/v_input`, `hook_mlp_in`) exist only when
 their config flag is on; otherwise an identity stands in their place, so `forward` reads
@@ -10,13 +18,13 @@ the same either way and pays nothing for what is off.
 
 from __future__ import annotations
 
-from jaxtyping import Bool, Float
+from jaxtyping import Float
 from torch import Tensor, nn
 
 from lookingglass.config import ModelConfig
 from lookingglass.hooks import HookPoint
-from lookingglass.model.attention import Attention
-from lookingglass.model.mlp import MLP
+from lookingglass.model.attention import AttentionContext, make_attention
+from lookingglass.model.mlp import make_mlp
 from lookingglass.model.norm import make_norm
 
 
@@ -35,22 +43,31 @@ def _optional_hook(on: bool) -> nn.Module:
     return HookPoint() if on else nn.Identity()
 
 
+def _norms(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
+    """(pre-norm, post-norm) of a sublayer for the config's norm placement."""
+    pre = make_norm(cfg) if cfg.norm_placement in ("pre", "pre_and_post") else nn.Identity()
+    post = make_norm(cfg) if cfg.norm_placement in ("pre_and_post", "post") else nn.Identity()
+    return pre, post
+
+
 class TransformerBlock(nn.Module):
-    """Pre-norm attention + MLP block (attention only when `cfg.attn_only`)."""
+    """Attention + MLP block (attention only when `cfg.attn_only`)."""
 
     def __init__(self, cfg: ModelConfig, layer: int) -> None:
         super().__init__()
         self.layer = layer
-        self.ln1 = make_norm(cfg)
-        self.attn = Attention(cfg, layer)
+        self.ln1, self.ln1_post = _norms(cfg)
+        self.attn = make_attention(cfg, layer)
         self.hook_resid_pre = HookPoint()  # [batch, pos, d_model]
         self.hook_attn_out = HookPoint()  # [batch, pos, d_model]
         self.hook_resid_post = HookPoint()  # [batch, pos, d_model]
+        self.parallel = cfg.parallel_attn_mlp
         if not cfg.attn_only:
-            self.ln2 = make_norm(cfg)
-            self.mlp = MLP(cfg)
-            self.hook_resid_mid = HookPoint()  # [batch, pos, d_model]
+            self.ln2, self.ln2_post = _norms(cfg)
+            self.mlp = make_mlp(cfg)
             self.hook_mlp_out = HookPoint()  # [batch, pos, d_model]
+            if not self.parallel:
+                self.hook_resid_mid = HookPoint()  # [batch, pos, d_model]
         self.set_hook_options(cfg)
 
     def set_hook_options(self, cfg: ModelConfig) -> None:
@@ -69,25 +86,30 @@ class TransformerBlock(nn.Module):
     def forward(
         self,
         resid_pre: Float[Tensor, "batch pos d_model"],
-        mask: Bool[Tensor, "batch 1 query_pos key_pos"] | None = None,
+        context: AttentionContext,
         kv_cache_entry=None,
     ) -> Float[Tensor, "batch pos d_model"]:
         resid_pre = self.hook_resid_pre(resid_pre)
-        resid_mid = resid_pre + self.hook_attn_out(self._attention(resid_pre, mask, kv_cache_entry))
+        attn_out = self.hook_attn_out(self._attention(resid_pre, context, kv_cache_entry))
         if not hasattr(self, "mlp"):
-            return self.hook_resid_post(resid_mid)
-        resid_mid = self.hook_resid_mid(resid_mid)
-        mlp_in = self.hook_mlp_in(resid_mid)
-        resid_post = resid_mid + self.hook_mlp_out(self.mlp(self.ln2(mlp_in)))
-        return self.hook_resid_post(resid_post)
+            return self.hook_resid_post(resid_pre + attn_out)
+        if self.parallel:
+            return self.hook_resid_post(resid_pre + attn_out + self._mlp(resid_pre))
+        resid_mid = self.hook_resid_mid(resid_pre + attn_out)
+        return self.hook_resid_post(resid_mid + self._mlp(resid_mid))
 
-    def _attention(self, resid_pre: Tensor, mask: Tensor | None, kv_cache_entry) -> Tensor:
+    def _attention(self, resid_pre: Tensor, context: AttentionContext, kv_cache_entry) -> Tensor:
         # The norm is applied once; every head (and q, k, v) reads the same normalized input.
         normalized = self.per_head(self.ln1(self.hook_attn_in(resid_pre)))
-        return self.attn(
+        out = self.attn(
             self.hook_q_input(normalized),
             self.hook_k_input(normalized),
             self.hook_v_input(normalized),
-            mask,
+            context,
             kv_cache_entry,
         )
+        return self.ln1_post(out)
+
+    def _mlp(self, mlp_input: Tensor) -> Tensor:
+        mlp_in = self.hook_mlp_in(mlp_input)
+        return self.hook_mlp_out(self.ln2_post(self.mlp(self.ln2(mlp_in))))

@@ -36,7 +36,19 @@ def make_key_mixer(cfg: ModelConfig) -> nn.Module:
         return SmearKeys(cfg)
     if cfg.attention_score == "correlation":
         return CorrelationKeys(cfg)
-    return nn.Identity()
+    return NoMixing()
+
+
+class NoMixing(nn.Module):
+    """Plain attention: keys are used as they are."""
+
+    def forward(self, k: Tensor, key_is_real: Tensor | None = None) -> Tensor:
+        return k
+
+
+def _real_keys(k: Tensor, key_is_real: Tensor | None) -> Tensor:
+    # Padding keys count as zero, so no pad key leaks into a real position's mix.
+    return k if key_is_real is None else k * key_is_real[:, :, None, None].to(k.dtype)
 
 
 def _shifted(k: Tensor, lag: int) -> Tensor:
@@ -55,8 +67,9 @@ class SmearKeys(nn.Module):
         self.smear_logit = nn.Parameter(torch.full((cfg.n_heads,), 3.0, dtype=cfg.dtype))
         self.hook_mixed_k = HookPoint()
 
-    def forward(self, k: Float[Tensor, "batch pos head_index d_head"]) -> Tensor:
+    def forward(self, k: Float[Tensor, "batch pos head_index d_head"], key_is_real: Tensor | None = None) -> Tensor:
         alpha = torch.sigmoid(self.smear_logit)[:, None]
+        k = _real_keys(k, key_is_real)
         return self.hook_mixed_k(alpha * k + (1 - alpha) * _shifted(k, 1))
 
 
@@ -70,7 +83,8 @@ class CorrelationKeys(nn.Module):
         self.lag_weights = nn.Parameter(weights)
         self.hook_mixed_k = HookPoint()
 
-    def forward(self, k: Float[Tensor, "batch pos head_index d_head"]) -> Tensor:
+    def forward(self, k: Float[Tensor, "batch pos head_index d_head"], key_is_real: Tensor | None = None) -> Tensor:
+        k = _real_keys(k, key_is_real)
         mixed = sum(
             self.lag_weights[:, lag, None] * _shifted(k, lag)
             for lag in range(self.lag_weights.shape[1])

@@ -52,3 +52,38 @@ class MLP(nn.Module):
         pre = self.hook_pre(F.linear(x, self.W_in.T, self.b_in))
         post = self.hook_post(self.act_fn(pre))
         return F.linear(post, self.W_out.T, self.b_out)
+
+
+class GatedMLP(nn.Module):
+    """Gated MLP (SwiGLU, GeGLU): `post = act(x @ W_gate) * (x @ W_in + b_in)`,
+    `out = post @ W_out + b_out`. Hooks: `hook_pre` (the gate pre-activation, as
+    TransformerLens), `hook_pre_linear` (the linear branch), `hook_post`."""
+
+    def __init__(self, cfg: ModelConfig, d_mlp: int | None = None) -> None:
+        super().__init__()
+        d_mlp = d_mlp or cfg.d_mlp
+        assert d_mlp is not None
+        self.W_gate = nn.Parameter(torch.empty(cfg.d_model, d_mlp, dtype=cfg.dtype))
+        self.W_in = nn.Parameter(torch.empty(cfg.d_model, d_mlp, dtype=cfg.dtype))
+        self.b_in = nn.Parameter(torch.zeros(d_mlp, dtype=cfg.dtype))
+        self.W_out = nn.Parameter(torch.empty(d_mlp, cfg.d_model, dtype=cfg.dtype))
+        self.b_out = nn.Parameter(torch.zeros(cfg.d_model, dtype=cfg.dtype))
+        self.act_fn = ACTIVATIONS[cfg.act_fn or "silu"]
+        self.hook_pre = HookPoint()  # [batch, pos, d_mlp]
+        self.hook_pre_linear = HookPoint()  # [batch, pos, d_mlp]
+        self.hook_post = HookPoint()  # [batch, pos, d_mlp]
+
+    def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+        pre = self.hook_pre(x @ self.W_gate)
+        pre_linear = self.hook_pre_linear(F.linear(x, self.W_in.T, self.b_in))
+        post = self.hook_post(self.act_fn(pre) * pre_linear)
+        return F.linear(post, self.W_out.T, self.b_out)
+
+
+def make_mlp(cfg: ModelConfig) -> nn.Module:
+    """The MLP the config asks for: dense, gated, or a mixture of gated experts."""
+    if cfg.num_experts:
+        from lookingglass.model.moe import MixtureOfExperts
+
+        return MixtureOfExperts(cfg)
+    return GatedMLP(cfg) if cfg.gated_mlp else MLP(cfg)

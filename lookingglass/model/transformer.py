@@ -20,7 +20,7 @@ from lookingglass.config import ModelConfig
 from lookingglass.errors import ConfigError, InputError
 from lookingglass.hooks import HookedRootModule, HookPoint
 from lookingglass.model import tokenization as tok
-from lookingglass.model.attention import Attention, as_head_major_layout, causal_mask
+from lookingglass.model.attention import Attention, AttentionContext, as_head_major_layout, causal_mask
 from lookingglass.model.block import TransformerBlock
 from lookingglass.model.embed import Embed, PosEmbed, Unembed
 from lookingglass.model.kv_cache import KeyValueCache
@@ -60,8 +60,9 @@ class HookedTransformer(WeightProperties, HookedRootModule):
         self.default_padding_side = default_padding_side
         self.embed = Embed(cfg)
         self.hook_embed = HookPoint()  # [batch, pos, d_model]
-        self.pos_embed = PosEmbed(cfg)
-        self.hook_pos_embed = HookPoint()  # [batch, pos, d_model]
+        if cfg.positional_embedding_type == "standard":
+            self.pos_embed = PosEmbed(cfg)
+            self.hook_pos_embed = HookPoint()  # [batch, pos, d_model]
         self.blocks = nn.ModuleList(TransformerBlock(cfg, layer) for layer in range(cfg.n_layers))
         self.ln_final = make_norm(cfg)
         self.unembed = Unembed(cfg)
@@ -101,14 +102,14 @@ class HookedTransformer(WeightProperties, HookedRootModule):
         """
         if start_at_layer is None:
             tokens, attention_mask = self._prepare_tokens(input, prepend_bos, padding_side, attention_mask)
-            residual, mask = self._embed_input(tokens, attention_mask, past_kv_cache)
+            residual, context = self._embed_input(tokens, attention_mask, past_kv_cache)
         else:
             residual = input
-            mask = self._block_mask(attention_mask, residual.shape[1], past_kv_cache)
+            context = self._context(residual.shape[:2], attention_mask, past_kv_cache, residual.device)
         start = start_at_layer or 0
         for offset, block in enumerate(self.blocks[start:stop_at_layer]):
             entry = None if past_kv_cache is None else past_kv_cache[start + offset]
-            residual = block(residual, mask, entry)
+            residual = block(residual, context, entry)
         if stop_at_layer is not None:
             return residual
         logits = self.unembed(self.ln_final(residual))
@@ -145,30 +146,33 @@ class HookedTransformer(WeightProperties, HookedRootModule):
         return tokens.to(self.W_E.device), attention_mask
 
     def _embed_input(self, tokens, attention_mask, past_kv_cache):
-        n_past = 0 if past_kv_cache is None else len(past_kv_cache)
-        self._check_tokens(tokens, n_past)
-        if past_kv_cache is not None:
-            new_mask = attention_mask if attention_mask is not None else torch.ones_like(tokens)
-            attention_mask = past_kv_cache.extend_attention_mask(new_mask.to(tokens.device))
-        positions = _positions(tokens.shape, attention_mask, n_past, tokens.device)
+        self._check_tokens(tokens, 0 if past_kv_cache is None else len(past_kv_cache))
+        context = self._context(tokens.shape, attention_mask, past_kv_cache, tokens.device)
         tokens = self.hook_tokens(tokens)
-        embed = self.hook_embed(self.embed(tokens))
-        pos_embed = self.hook_pos_embed(self.pos_embed(positions))
-        return embed + pos_embed, self._block_mask(attention_mask, tokens.shape[1], None)
+        residual = self.hook_embed(self.embed(tokens))
+        if hasattr(self, "pos_embed"):
+            residual = residual + self.hook_pos_embed(self.pos_embed(context.positions))
+        return residual, context
 
-    def _block_mask(self, attention_mask, q_len: int, past_kv_cache) -> Tensor | None:
-        """The boolean attention mask blocks use, or None for plain causal attention."""
-        if past_kv_cache is not None and attention_mask is not None:
-            attention_mask = past_kv_cache.extend_attention_mask(attention_mask)
-        if attention_mask is None:
-            return None
-        k_len = attention_mask.shape[1]
-        if q_len == k_len and bool(attention_mask.all()):
-            return None
-        key_is_real = attention_mask.to(torch.bool)[:, None, None, :]
-        allowed = causal_mask(q_len, k_len, attention_mask.device) & key_is_real
-        # A padding query sees no real key; letting it see itself keeps softmax finite.
-        return allowed | _own_position(q_len, k_len, attention_mask.device)
+    def _context(self, shape, attention_mask, past_kv_cache, device) -> AttentionContext:
+        """Positions and the attention mask for this pass (extending the KV cache's mask)."""
+        batch, q_len = shape
+        n_past = 0 if past_kv_cache is None else len(past_kv_cache)
+        if past_kv_cache is not None:
+            new_mask = attention_mask if attention_mask is not None else torch.ones(shape, dtype=torch.long)
+            attention_mask = past_kv_cache.extend_attention_mask(new_mask.to(device))
+        if attention_mask is None or bool(attention_mask.all()):
+            key_positions = torch.arange(n_past + q_len, device=device).expand(batch, -1)
+            mask = None if n_past == 0 else causal_mask(q_len, n_past + q_len, device)
+        else:
+            attention_mask = attention_mask.to(device)
+            # Count only real tokens, so a padded row is embedded as it would be unpadded.
+            key_positions = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+            allowed = causal_mask(q_len, attention_mask.shape[1], device) & attention_mask.bool()[:, None, None, :]
+            # A padding query sees no real key; letting it see itself keeps softmax finite.
+            mask = allowed | _own_position(q_len, attention_mask.shape[1], device)
+        key_is_real = None if mask is None or attention_mask is None else attention_mask.bool()
+        return AttentionContext(mask, key_positions[:, -q_len:], key_positions, key_is_real)
 
     def _check_tokens(self, tokens: Tensor, n_past: int) -> None:
         if tokens.shape[1] == 0:
@@ -273,7 +277,7 @@ class HookedTransformer(WeightProperties, HookedRootModule):
         if self.cfg.seed is not None:
             generator = torch.Generator(device=self.W_E.device).manual_seed(self.cfg.seed)
         for name, param in self.named_parameters():
-            leaf = name.rsplit(".", 1)[-1]
+            leaf = name.rsplit(".", 1)[-1].lstrip("_")
             if leaf.startswith("W_"):
                 nn.init.normal_(param, std=self.cfg.init_range, generator=generator)
             elif leaf.startswith("b_"):
@@ -283,9 +287,10 @@ class HookedTransformer(WeightProperties, HookedRootModule):
         """Put W_Q/W_K/W_V back in the fast head-major layout (after loading tensors)."""
         for module in self.modules():
             if isinstance(module, Attention):
-                for name in ("W_Q", "W_K", "W_V"):
-                    param = getattr(module, name)
-                    param.data = as_head_major_layout(param.data)
+                for name in ("W_Q", "W_K", "W_V", "_W_K", "_W_V"):
+                    param = module._parameters.get(name)
+                    if param is not None:
+                        param.data = as_head_major_layout(param.data)
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
         result = super().load_state_dict(state_dict, strict=strict, assign=assign)
@@ -352,15 +357,6 @@ class HookedTransformer(WeightProperties, HookedRootModule):
         from lookingglass.loading.hf_export import to_hf
 
         return to_hf(self)
-
-
-def _positions(shape, attention_mask, n_past: int, device) -> Int[Tensor, "batch pos"]:
-    """Position ids: consecutive from `n_past`, or counting only real tokens when padded
-    (so a left-padded prompt is embedded exactly as it would be unpadded)."""
-    batch, n_new = shape
-    if attention_mask is None or bool(attention_mask.all()):
-        return torch.arange(n_past, n_past + n_new, device=device).expand(batch, n_new)
-    return (attention_mask.cumsum(dim=1) - 1).clamp(min=0)[:, -n_new:]
 
 
 def _own_position(q_len: int, k_len: int, device) -> Tensor:
