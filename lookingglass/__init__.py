@@ -9,6 +9,7 @@ The public surface keeps TransformerLens's names, so tutorials carry over:
 """
 
 from lookingglass import utils
+from lookingglass.auto import HookedAutoModel
 from lookingglass.cache import ActivationCache
 from lookingglass.config import HookedTransformerConfig, ModelConfig
 from lookingglass.errors import (
@@ -33,6 +34,7 @@ __all__ = [
     "HookError",
     "HookPoint",
     "HookedRootModule",
+    "HookedAutoModel",
     "HookedTransformer",
     "HookedTransformerConfig",
     "HookedTransformerKeyValueCache",
