@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -99,3 +100,173 @@ def get_device() -> torch.device:
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+# ---------------------------------------------------------------------------- slicing
+SliceInput = int | tuple | slice | list | Tensor | np.ndarray | None
+
+
+class Slice:
+    """A slice along one dimension, TransformerLens's `utils.Slice`.
+
+    `None`: everything (identity). An int: that index (the dimension is dropped). A
+    tuple: `slice(*tuple)`, so `(k,)` is `:k` and `(m, k)` is `m:k`. A slice: itself. A
+    list, tensor or array: those indices (the dimension is kept).
+    """
+
+    def __init__(self, input_slice: SliceInput | Slice = None) -> None:
+        if isinstance(input_slice, Slice):
+            self.slice, self.mode = input_slice.slice, input_slice.mode
+        elif isinstance(input_slice, tuple):
+            self.slice, self.mode = slice(*input_slice), "slice"
+        elif isinstance(input_slice, int):
+            self.slice, self.mode = input_slice, "int"
+        elif isinstance(input_slice, slice):
+            self.slice, self.mode = input_slice, "slice"
+        elif isinstance(input_slice, list | Tensor | np.ndarray):
+            self.slice, self.mode = to_numpy(input_slice).astype(np.int64), "array"
+        elif input_slice is None:
+            self.slice, self.mode = slice(None), "identity"
+        else:
+            raise TypeError(
+                f"A slice is None, an int, a tuple, a slice, or a list/tensor/array of indices; "
+                f"got {type(input_slice).__name__}."
+            )
+
+    def apply(self, tensor: Tensor, dim: int = 0) -> Tensor:
+        """`tensor` sliced along `dim` (negative dims count from the end)."""
+        index: list = [slice(None)] * tensor.ndim
+        index[dim] = self.slice
+        return tensor[tuple(index)]
+
+    def indices(self, max_ctx: int | None = None) -> np.ndarray:
+        """The indices this slice selects from an axis of length `max_ctx`."""
+        if self.mode == "int":
+            return np.array([self.slice], dtype=np.int64)
+        if max_ctx is None:
+            raise ValueError("max_ctx is needed for a slice that is not an integer.")
+        return np.arange(max_ctx, dtype=np.int64)[self.slice]
+
+    @classmethod
+    def unwrap(cls, slice_input: SliceInput | Slice) -> Slice:
+        """A Slice; an int becomes a one-element list, so the dimension is kept."""
+        if isinstance(slice_input, Slice):
+            return slice_input
+        return cls([slice_input] if isinstance(slice_input, int) else slice_input)
+
+    def __repr__(self) -> str:
+        return f"Slice: {self.slice} Mode: {self.mode} "
+
+
+def composition_scores(left, right, broadcast_dims: bool = True) -> Tensor:
+    """Composition scores of two `FactoredMatrix` circuits; see
+    `lookingglass.factored_matrix.composition_scores`."""
+    from lookingglass.factored_matrix import composition_scores as scores
+
+    return scores(left, right, broadcast_dims)
+
+
+# ---------------------------------------------------------------------- test_prompt
+class AnswerTokenStats(NamedTuple):
+    """How the model ranks one answer token at the position that predicts it."""
+
+    token: str
+    rank: int
+    logit: float
+    prob: float
+
+
+def test_prompt(
+    prompt: str,
+    answer: str | list[str],
+    model,
+    prepend_space_to_answer: bool = True,
+    print_details: bool = True,
+    prepend_bos: bool | None = None,
+    top_k: int = 10,
+) -> list[list[AnswerTokenStats]]:
+    """Check whether the model gives `answer` after `prompt`, as TransformerLens's
+    `utils.test_prompt`, and return the numbers it prints.
+
+    Prints the tokenized prompt and answer, the rank (0 = top), logit and probability
+    of each answer token, and the `top_k` tokens at each answer position, then the ranks.
+    A multi-token answer is scored token by token (teacher forcing). A list of answers is
+    compared as alternative next tokens (their first tokens only).
+
+    Args:
+        prompt: the prompt text.
+        answer: the answer, or a list of alternative answers.
+        model: a `HookedTransformer` with a tokenizer.
+        prepend_space_to_answer: prepend " " to answers that do not start with one.
+        print_details: print everything (False: only the final ranks line).
+        prepend_bos: BOS for the prompt (None: the model's default).
+        top_k: how many top tokens to print per answer position.
+
+    Returns:
+        `stats[answer_position][answer_index]`: `AnswerTokenStats(token, rank, logit, prob)`.
+    """
+    answers = [answer] if isinstance(answer, str) else list(answer)
+    n_answers = len(answers)
+    if prepend_space_to_answer:
+        answers = [a if a.startswith(" ") else " " + a for a in answers]
+    prompt_tokens = model.to_tokens(prompt, prepend_bos=prepend_bos)
+    answer_tokens = model.to_tokens(answers, prepend_bos=False)
+    if n_answers > 1:
+        answer_tokens = answer_tokens[:, :1]  # alternatives: the next token only
+    tokens = torch.cat([prompt_tokens.repeat(answer_tokens.shape[0], 1), answer_tokens], dim=1)
+    prompt_str_tokens = model.to_str_tokens(prompt, prepend_bos=prepend_bos)
+    answer_str_tokens = [model.to_str_tokens(a, prepend_bos=False) for a in answers]
+    prompt_length = len(prompt_str_tokens)
+    answer_length = 1 if n_answers > 1 else len(answer_str_tokens[0])
+    if print_details:
+        print("Tokenized prompt:", prompt_str_tokens)
+        if n_answers > 1:
+            print("Tokenized answers:", answer_str_tokens)
+        else:
+            print("Tokenized answer:", answer_str_tokens[0])
+    with torch.no_grad():
+        logits = model(tokens)
+    probs = logits.softmax(dim=-1)
+    stats: list[list[AnswerTokenStats]] = []
+    for index in range(prompt_length, prompt_length + answer_length):
+        targets = tokens[:, index]
+        token_probs = probs[:, index - 1]  # position p predicts token p + 1
+        sorted_probs, sorted_tokens = token_probs.sort(descending=True)
+        ranks = sorted_tokens.argsort(-1)[torch.arange(n_answers), targets].tolist()
+        row = [
+            AnswerTokenStats(
+                answer_str_tokens[i][index - prompt_length],
+                ranks[i],
+                logits[i, index - 1, targets[i]].item(),
+                token_probs[i, targets[i]].item(),
+            )
+            for i in range(n_answers)
+        ]
+        stats.append(row)
+        if print_details:
+            print(f"Performance on answer token{'s' if n_answers > 1 else ''}:")
+            for s in row:
+                print(f"Rank: {s.rank: <8} Logit: {s.logit:5.2f} Prob: {s.prob:6.2%} Token: |{s.token}|")
+            for i in range(top_k):
+                top = sorted_tokens[0, i]
+                print(
+                    f"Top {i}th token. Logit: {logits[0, index - 1, top].item():5.2f} "
+                    f"Prob: {sorted_probs[0, i].item():6.2%} Token: |{model.to_string(top)}|"
+                )
+    ranks_by_position = [[(s.token, s.rank) for s in row] for row in stats]
+    if n_answers == 1:
+        print("Ranks of the answer tokens:", [row[0] for row in ranks_by_position])
+    else:
+        print("Ranks of the answer tokens:", ranks_by_position)
+    return stats
+
+
+test_prompt.__test__ = False  # not a pytest test, whatever its name
+
+
+def tokenize_and_concatenate(*args, **kwargs):
+    """TransformerLens's `utils.tokenize_and_concatenate`; see
+    `lookingglass.training.data.tokenize_and_concatenate`."""
+    from lookingglass.training.data import tokenize_and_concatenate as _impl
+
+    return _impl(*args, **kwargs)
