@@ -22,6 +22,7 @@ from lookingglass.errors import (
 )
 from lookingglass.factored_matrix import FactoredMatrix
 from lookingglass.hooks import HookedRootModule, HookPoint
+from lookingglass.loading.registry import list_models
 from lookingglass.model import HookedTransformer, HookedTransformerKeyValueCache, KeyValueCache
 
 __version__ = "0.1.0"
@@ -43,5 +44,6 @@ __all__ = [
     "LookingGlassError",
     "ModelConfig",
     "UnsupportedArchitectureError",
+    "list_models",
     "utils",
 ]

@@ -40,7 +40,7 @@ class AttentionContext:
     `key_is_real` is False at padding keys (None when there is no padding).
     """
 
-    mask: Bool[Tensor, "batch 1 query_pos key_pos"] | None
+    mask: Bool[Tensor, "#batch 1 query_pos key_pos"] | None
     positions: Int[Tensor, "batch query_pos"]
     key_positions: Int[Tensor, "batch key_pos"]
     key_is_real: Bool[Tensor, "batch key_pos"] | None = None

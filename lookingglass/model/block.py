@@ -25,7 +25,7 @@ from lookingglass.config import ModelConfig
 from lookingglass.hooks import HookPoint
 from lookingglass.model.attention import AttentionContext, make_attention
 from lookingglass.model.mlp import make_mlp
-from lookingglass.model.norm import make_norm
+from lookingglass.model.norm import make_norm, make_post_norm
 
 
 class _PerHead(nn.Module):
@@ -39,14 +39,23 @@ class _PerHead(nn.Module):
         return x.unsqueeze(-2).repeat(1, 1, self.n_heads, 1)
 
 
+class _BranchInputHookPoint(HookPoint):
+    """A hook point on one branch's input (`hook_attn_in`, `hook_q/k/v_input`,
+    `hook_mlp_in`). That input is the very tensor of the residual stream (or of the other
+    branches' input), so hooks get a copy: an in-place edit changes this branch only."""
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return super().__call__(x.clone() if self.has_hooks() else x)
+
+
 def _optional_hook(on: bool) -> nn.Module:
-    return HookPoint() if on else nn.Identity()
+    return _BranchInputHookPoint() if on else nn.Identity()
 
 
 def _norms(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
     """(pre-norm, post-norm) of a sublayer for the config's norm placement."""
     pre = make_norm(cfg) if cfg.norm_placement in ("pre", "pre_and_post") else nn.Identity()
-    post = make_norm(cfg) if cfg.norm_placement in ("pre_and_post", "post") else nn.Identity()
+    post = make_post_norm(cfg) if cfg.norm_placement in ("pre_and_post", "post") else nn.Identity()
     return pre, post
 
 

@@ -48,6 +48,9 @@ def generate(
     """
     if max_new_tokens < 0:
         raise InputError(f"max_new_tokens must be >= 0, got {max_new_tokens}.")
+    if padding_side == "right" and isinstance(input, list):
+        # Each row continues from its last position, which for a right-padded row is padding.
+        raise InputError("generate pads a batch of strings on the left; drop padding_side='right'.")
     if isinstance(input, str | list):
         tokens, attention_mask = model._tokenize(input, prepend_bos, padding_side or "left", truncate=False)
     else:

@@ -55,15 +55,22 @@ class MLP(nn.Module):
 
 
 class GatedMLP(nn.Module):
-    """Gated MLP (SwiGLU, GeGLU): `post = act(x @ W_gate) * (x @ W_in + b_in)`,
+    """Gated MLP (SwiGLU, GeGLU): `post = act(x @ W_gate + b_gate) * (x @ W_in + b_in)`,
     `out = post @ W_out + b_out`. Hooks: `hook_pre` (the gate pre-activation, as
-    TransformerLens), `hook_pre_linear` (the linear branch), `hook_post`."""
+    TransformerLens), `hook_pre_linear` (the linear branch), `hook_post`.
+
+    `b_gate` exists only in models with LayerNorms (StableLM): folding a LayerNorm's bias
+    into the gate (`fold_ln`) needs a bias there. RMSNorm models (Llama) have none."""
 
     def __init__(self, cfg: ModelConfig, d_mlp: int | None = None) -> None:
         super().__init__()
         d_mlp = d_mlp or cfg.d_mlp
         assert d_mlp is not None
         self.W_gate = nn.Parameter(torch.empty(cfg.d_model, d_mlp, dtype=cfg.dtype))
+        if cfg.normalization_type in ("LN", "LNPre"):
+            self.b_gate = nn.Parameter(torch.zeros(d_mlp, dtype=cfg.dtype))
+        else:
+            self.register_parameter("b_gate", None)
         self.W_in = nn.Parameter(torch.empty(cfg.d_model, d_mlp, dtype=cfg.dtype))
         self.b_in = nn.Parameter(torch.zeros(d_mlp, dtype=cfg.dtype))
         self.W_out = nn.Parameter(torch.empty(d_mlp, cfg.d_model, dtype=cfg.dtype))
@@ -74,7 +81,7 @@ class GatedMLP(nn.Module):
         self.hook_post = HookPoint()  # [batch, pos, d_mlp]
 
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
-        pre = self.hook_pre(x @ self.W_gate)
+        pre = self.hook_pre(F.linear(x, self.W_gate.T, self.b_gate))
         pre_linear = self.hook_pre_linear(F.linear(x, self.W_in.T, self.b_in))
         post = self.hook_post(self.act_fn(pre) * pre_linear)
         return F.linear(post, self.W_out.T, self.b_out)

@@ -33,7 +33,8 @@ class _Norm(nn.Module):
         self.hook_scale = HookPoint()  # [batch, pos, 1]
         self.hook_normalized = HookPoint()  # [batch, pos, length]
 
-    def forward(self, x: Float[Tensor, "batch pos length"]) -> Float[Tensor, "batch pos length"]:
+    def forward(self, x: Float[Tensor, "... length"]) -> Float[Tensor, "... length"]:
+        # "...": [batch pos] for the residual stream, [batch pos head_index] for q/k norms.
         if self.hook_scale.has_hooks() or self.hook_normalized.has_hooks():
             return self._explicit(x)
         return self._fused(x)
@@ -110,3 +111,12 @@ def make_norm(cfg: ModelConfig, length: int | None = None) -> nn.Module:
     """The norm the config asks for, or an identity when `normalization_type` is None."""
     norm = NORMS[cfg.normalization_type]
     return nn.Identity() if norm is None else norm(cfg, length)
+
+
+def make_post_norm(cfg: ModelConfig) -> nn.Module:
+    """The norm after a sublayer (`norm_placement` "pre_and_post" or "post"). It keeps its
+    weight (and bias) when the other norms are folded ("LNPre"/"RMSPre"): its output is
+    added to the residual stream, so no later weight can absorb them."""
+    unfolded = {"LNPre": "LN", "RMSPre": "RMS"}.get(cfg.normalization_type, cfg.normalization_type)
+    norm = NORMS[unfolded]
+    return nn.Identity() if norm is None else norm(cfg)

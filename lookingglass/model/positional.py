@@ -28,7 +28,10 @@ from lookingglass.config import ModelConfig
 def rotary_inv_freq(cfg: ModelConfig) -> Float[Tensor, "rotary_dim_half"]:
     """Inverse frequencies of the rotary pairs, after any rope scaling the config asks for."""
     dim = cfg.rotary_dim
-    inv_freq = 1.0 / (cfg.rotary_base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    # Computed on the CPU even while a model is built on the meta device (loading): the
+    # buffer is derived from the config, not loaded, so it must hold real numbers.
+    steps = torch.arange(0, dim, 2, dtype=torch.int64, device="cpu").float()
+    inv_freq = 1.0 / (cfg.rotary_base ** (steps / dim))
     scaling = cfg.rope_scaling or {}
     kind = scaling.get("rope_type", scaling.get("type"))
     if kind in (None, "default"):
@@ -90,11 +93,14 @@ def alibi_slopes(n_heads: int) -> Float[Tensor, "n_heads"]:
     """ALiBi's per-head slopes: a geometric sequence, interleaved for non-powers of two."""
     closest = 2 ** math.floor(math.log2(n_heads))
     base = 2.0 ** (-(2.0 ** -(math.log2(closest) - 3)))
-    slopes = base ** torch.arange(1, closest + 1, dtype=torch.float32)
+    # On the CPU even while a model is built on the meta device (see rotary_inv_freq).
+    powers = torch.arange(1, closest + 1, dtype=torch.float32, device="cpu")
+    slopes = base**powers
     if closest != n_heads:
         extra_base = 2.0 ** (-(2.0 ** -(math.log2(2 * closest) - 3)))
         n_extra = min(closest, n_heads - closest)
-        slopes = torch.cat([slopes, extra_base ** torch.arange(1, 1 + 2 * n_extra, 2, dtype=torch.float32)])
+        extra_powers = torch.arange(1, 1 + 2 * n_extra, 2, dtype=torch.float32, device="cpu")
+        slopes = torch.cat([slopes, extra_base**extra_powers])
     return slopes
 
 

@@ -245,6 +245,8 @@ class HookedTransformer(WeightProperties, HookedRootModule):
         padding_side: tok.PaddingSide | None = None,
     ) -> int:
         """Position of `single_token` in `input` (first or last occurrence)."""
+        if mode not in ("first", "last"):
+            raise InputError(f"mode must be 'first' or 'last', got {mode!r}.")
         tokens = self.to_tokens(input, prepend_bos, padding_side) if isinstance(input, str) else input
         tokens = tokens.reshape(-1) if tokens.dim() == 1 or tokens.shape[0] == 1 else None
         if tokens is None:

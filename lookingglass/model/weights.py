@@ -1,14 +1,18 @@
 """TransformerLens's weight properties, stacked over layers (read-only views).
 
 `model.W_Q` is `[n_layers, n_heads, d_model, d_head]`, `model.W_in` is
-`[n_layers, d_model, d_mlp]`, and so on; `QK` and `OV` are `FactoredMatrix`es.
+`[n_layers, d_model, d_mlp]`, and so on; `QK` and `OV` are `FactoredMatrix`es. Also
+the weight-only helpers TransformerLens has on the model: `tokens_to_residual_directions`,
+`accumulated_bias`, `all_composition_scores`.
 """
 
 from __future__ import annotations
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
+
+from lookingglass.errors import InputError
 
 
 class WeightProperties:
@@ -100,3 +104,57 @@ class WeightProperties:
         from lookingglass.factored_matrix import FactoredMatrix
 
         return FactoredMatrix(self.W_V, self.W_O)
+
+    def tokens_to_residual_directions(
+        self, tokens: str | int | Int[Tensor, ""] | Int[Tensor, " pos"] | Int[Tensor, "batch pos"]
+    ) -> Float[Tensor, "*token_dims d_model"]:
+        """The unembedding direction(s) of token(s): the residual vector whose dot product
+        with the final normalized residual is the token's logit (minus b_U), `W_U[:, token]`.
+
+        A string must be a single token; a tensor of several tokens gives one direction per
+        token, with the tensor's shape followed by d_model. Meaningful as a logit direction
+        once the final norm's weights are folded into W_U (`fold_ln`).
+        """
+        if isinstance(tokens, Tensor) and tokens.numel() > 1:
+            return self.W_U[:, tokens].movedim(0, -1)
+        if isinstance(tokens, str):
+            token = self.to_single_token(tokens)
+        elif isinstance(tokens, Tensor):
+            token = int(tokens.item())
+        else:
+            token = int(tokens)
+        return self.W_U[:, token]
+
+    def accumulated_bias(
+        self, layer: int, mlp_input: bool = False, include_mlp_biases: bool = True
+    ) -> Float[Tensor, " d_model"]:
+        """The sum of the output biases (attention b_O, MLP b_out) written to the residual
+        stream before the input of `layer` (0 = none, n_layers = all); with `mlp_input`,
+        also that layer's b_O (the MLP's input)."""
+        bias = torch.zeros(self.cfg.d_model, device=self.W_E.device, dtype=self.W_E.dtype)
+        for block in self.blocks[:layer]:
+            bias = bias + block.attn.b_O
+            if include_mlp_biases and hasattr(block, "mlp"):
+                bias = bias + block.mlp.b_out
+        if mlp_input:
+            if layer >= self.cfg.n_layers:
+                raise InputError(f"mlp_input needs layer < {self.cfg.n_layers}, got {layer}.")
+            bias = bias + self.blocks[layer].attn.b_O
+        return bias
+
+    def all_composition_scores(
+        self, mode: str
+    ) -> Float[Tensor, "n_layers n_heads n_layers n_heads"]:
+        """Composition scores of every head's OV (writer, first two dims) into every head's
+        Q, K or V side (reader, last two dims), as TransformerLens's: `mode` "Q" uses the
+        reader's QK, "K" its QK^T, "V" its OV. Pairs whose reader is not in a later layer
+        than the writer are 0 (the upper triangle over layers is kept)."""
+        from lookingglass.factored_matrix import composition_scores
+
+        readers = {"Q": lambda: self.QK, "K": lambda: self.QK.T, "V": lambda: self.OV}
+        if mode not in readers:
+            raise InputError(f"mode must be one of 'Q', 'K', 'V', got {mode!r}.")
+        scores = composition_scores(self.OV, readers[mode](), broadcast_dims=True)
+        layers = torch.arange(self.cfg.n_layers, device=scores.device)
+        later = layers[:, None, None, None] < layers[None, None, :, None]
+        return torch.where(later, scores, torch.zeros_like(scores))

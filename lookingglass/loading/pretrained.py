@@ -1,0 +1,442 @@
+"""Load checkpoints into a `HookedTransformer`, and save models in lookingglass's own format.
+
+Data flow of `from_pretrained`:
+
+    name or folder --resolve--> folder --load_checkpoint--> (config.json dict, tensors)
+        --converter--> (ModelConfig, state dict in our layout, views of the tensors)
+        --process_weights--> processed state dict --assign--> model built on "meta"
+
+The model is built on the meta device and takes the loaded tensors as its parameters
+(`load_state_dict(assign=True)`), so loading needs about one copy of the weights.
+Safetensors is read first; `pytorch_model.bin` only with `torch.load(weights_only=True)`,
+which never runs code from the file.
+
+Native format (`save_pretrained`): `config.json` holding `{"lookingglass_config":
+ModelConfig.to_dict()}`, `model.safetensors` with our key names, and the tokenizer files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import safetensors.torch
+import torch
+import transformers
+from torch import Tensor
+
+from lookingglass import utils
+from lookingglass.config import ModelConfig
+from lookingglass.errors import CheckpointError, ConfigError, InputError
+from lookingglass.loading import registry
+from lookingglass.loading.converters import converter_for
+from lookingglass.loading.converters._common import check_state_dict
+from lookingglass.loading.processing import LAYER_NORMS, process_weights, step_applies
+
+if TYPE_CHECKING:
+    from lookingglass.model.transformer import HookedTransformer
+
+CONFIG = "config.json"
+SAFETENSORS, SAFETENSORS_INDEX = "model.safetensors", "model.safetensors.index.json"
+TORCH_BIN, TORCH_BIN_INDEX = "pytorch_model.bin", "pytorch_model.bin.index.json"
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+)
+NATIVE_KEY = "lookingglass_config"
+_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+
+
+# ---------------------------------------------------------------------------- reading
+def load_checkpoint(folder: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """Read `config.json` and every weight tensor of a checkpoint folder.
+
+    Looks for, in order: `model.safetensors.index.json` (sharded), `model.safetensors`,
+    `pytorch_model.bin.index.json` (sharded), `pytorch_model.bin`.
+
+    Returns:
+        `(config dict, state dict)` with the checkpoint's own key names, on the CPU.
+
+    Raises:
+        CheckpointError: no config or weights, an unreadable or corrupt file (named),
+            a shard missing, or a key in two shards.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"Checkpoint folder {folder} does not exist.")
+    config_path = folder / CONFIG
+    if not config_path.is_file():
+        raise CheckpointError(f"No {CONFIG} in {folder} (found: {_listing(folder)}).")
+    try:
+        hf_config = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{config_path} is not valid JSON: {error}.") from error
+    for index, single, read in (
+        (SAFETENSORS_INDEX, SAFETENSORS, _read_safetensors),
+        (TORCH_BIN_INDEX, TORCH_BIN, _read_torch),
+    ):
+        if (folder / index).is_file():
+            return hf_config, _read_shards(folder / index, read)
+        if (folder / single).is_file():
+            return hf_config, read(folder / single)
+    raise CheckpointError(
+        f"No weights in {folder}: expected {SAFETENSORS} (or {SAFETENSORS_INDEX} with its "
+        f"shards) or {TORCH_BIN}. Found: {_listing(folder)}."
+    )
+
+
+def _read_shards(index_path: Path, read: Callable[[Path], dict[str, Tensor]]) -> dict[str, Tensor]:
+    try:
+        weight_map: dict[str, str] = json.loads(index_path.read_text())["weight_map"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{index_path} is not a valid shard index: {error!r}.") from error
+    state_dict: dict[str, Tensor] = {}
+    for shard in sorted(set(weight_map.values())):
+        path = index_path.parent / shard
+        if not path.is_file():
+            raise CheckpointError(f"Shard {shard} listed in {index_path.name} is missing.")
+        tensors = read(path)
+        twice = sorted(set(tensors) & set(state_dict))
+        if twice:
+            raise CheckpointError(f"Keys {twice[:10]} occur in {shard} and in another shard.")
+        state_dict.update(tensors)
+    return state_dict
+
+
+def _read_safetensors(path: Path) -> dict[str, Tensor]:
+    # The "pread" backend reads into memory the tensors own: nothing stays mapped, so
+    # resident memory is one copy and the model does not depend on the file afterwards.
+    backend = {"backend": "pread"} if _has_pread_backend() else {}
+    try:
+        return safetensors.torch.load_file(path, **backend)
+    except Exception as error:  # the library raises several types for a bad file
+        raise CheckpointError(
+            f"Could not read {path}: {error}. The file is corrupt or truncated; "
+            "download or save it again."
+        ) from error
+
+
+def _has_pread_backend() -> bool:
+    return "backend" in inspect.signature(safetensors.torch.load_file).parameters
+
+
+def _read_torch(path: Path) -> dict[str, Tensor]:
+    try:
+        try:
+            state_dict = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as error:
+            if "mmap" not in str(error):  # only files in the pre-1.6 format cannot be mapped
+                raise
+            state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise CheckpointError(
+            f"Could not read {path}: {error}. Only plain tensor files load (weights_only=True "
+            "never runs code from a checkpoint); a corrupt file must be downloaded again."
+        ) from error
+    if not isinstance(state_dict, Mapping) or not all(
+        isinstance(v, Tensor) for v in state_dict.values()
+    ):
+        raise CheckpointError(f"{path} does not hold a flat dict of tensors.")
+    return dict(state_dict)
+
+
+def _listing(folder: Path) -> str:
+    names = sorted(p.name for p in folder.iterdir())
+    return ", ".join(names[:20]) + (" ..." if len(names) > 20 else "") if names else "nothing"
+
+
+# -------------------------------------------------------------------------- resolving
+def resolve(name_or_path: str | Path, revision: str | None = None) -> Path:
+    """The local folder for a model: the folder itself, a model shipped in the package,
+    or a Hugging Face Hub snapshot (known alias or `org/name` id, downloaded once).
+
+    Raises:
+        InputError: neither a folder, nor a known name, nor a Hub id.
+        CheckpointError: the download failed.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    name = str(name_or_path)
+    packaged = registry.packaged_models().get(name)
+    if packaged is not None:
+        return packaged
+    repo_id = registry.hub_id(name) or (name if _HUB_ID.fullmatch(name) else None)
+    if repo_id is None:
+        raise InputError(registry.unknown_name_message(name))
+    return _download(repo_id, revision)
+
+
+def _download(repo_id: str, revision: str | None) -> Path:
+    from huggingface_hub import snapshot_download  # only needed when downloading
+
+    common = [CONFIG, *TOKENIZER_FILES]
+    try:
+        folder = Path(
+            snapshot_download(
+                repo_id,
+                revision=revision,
+                allow_patterns=[*common, SAFETENSORS, SAFETENSORS_INDEX, "model-*.safetensors"],
+            )
+        )
+        if not any(folder.glob("*.safetensors")):  # older repositories only have .bin
+            folder = Path(
+                snapshot_download(
+                    repo_id,
+                    revision=revision,
+                    allow_patterns=[*common, TORCH_BIN, TORCH_BIN_INDEX, "pytorch_model-*.bin"],
+                )
+            )
+    except Exception as error:
+        raise CheckpointError(
+            f"{repo_id!r} is not a local folder and could not be downloaded from the Hugging "
+            f"Face Hub ({error}). To work offline, pass the path of a downloaded checkpoint."
+        ) from error
+    return folder
+
+
+# -------------------------------------------------------------------------- loading
+def from_pretrained(
+    name_or_path: str | Path,
+    *,
+    fold_ln: bool | None = None,
+    center_writing_weights: bool | None = None,
+    center_unembed: bool | None = None,
+    fold_value_biases: bool = True,
+    refactor_factored_attn_matrices: bool = False,
+    dtype: torch.dtype | str = torch.float32,
+    device: str | torch.device | None = None,
+    tokenizer: Any = None,
+    default_prepend_bos: bool | None = None,
+    revision: str | None = None,
+    checkpoint_index: int | None = None,
+    checkpoint_value: int | None = None,
+    **cfg_overrides: Any,
+) -> HookedTransformer:
+    """Load a model from a local folder, a shipped model, a registry alias or a Hub id.
+
+    Args:
+        name_or_path: folder (Hugging Face or native format), alias (`"gpt2"`) or Hub id.
+        fold_ln, center_writing_weights, center_unembed, fold_value_biases,
+            refactor_factored_attn_matrices: weight processing, as in TransformerLens
+            (see `lookingglass.loading.processing`). `fold_ln`,
+            `center_writing_weights` and `center_unembed` default to "on where it
+            applies" (every norm but none / LayerNorm only / logits not soft-capped);
+            True where it cannot apply raises `ConfigError`.
+        dtype: parameter dtype. Processing is computed in float32 first.
+        device: defaults to the best available (CUDA, MPS, CPU).
+        tokenizer: overrides the tokenizer found in the folder (None if there is none).
+        default_prepend_bos: overrides the config's BOS default.
+        revision: Hub revision (branch, tag or commit) when downloading.
+        checkpoint_index, checkpoint_value: a training checkpoint of a model that has
+            them (Pythia), by position in `registry.checkpoint_steps(name)` or by step;
+            instead of `revision`.
+        cfg_overrides: other `ModelConfig` fields, e.g. `n_ctx=256`.
+
+    Raises:
+        CheckpointError: unreadable checkpoint, or weights that do not match the config.
+        UnsupportedArchitectureError: the config's architecture has no converter.
+        ConfigError: an unknown override, or processing that cannot apply.
+        InputError: an unknown name (with close matches), or a checkpoint the model
+            does not have.
+    """
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(cfg_overrides) - fields)
+    if unknown:
+        raise ConfigError(
+            f"from_pretrained got unknown argument(s) {unknown}; not ModelConfig fields."
+        )
+    if checkpoint_index is not None or checkpoint_value is not None:
+        if revision is not None:
+            raise InputError("Pass revision or a checkpoint (index or value), not both.")
+        revision = registry.checkpoint_revision(
+            str(name_or_path), checkpoint_index, checkpoint_value
+        )
+    folder = resolve(name_or_path, revision)
+    hf_config, checkpoint = load_checkpoint(folder)
+    overrides = {**cfg_overrides, "dtype": dtype}
+    if default_prepend_bos is not None:
+        overrides["default_prepend_bos"] = default_prepend_bos
+    device = str(device if device is not None else utils.get_device())
+    cfg, sd = _to_our_layout(hf_config, checkpoint, overrides, _source_name(name_or_path))
+    del checkpoint  # the state dict now holds the only references (mostly views)
+
+    norm = cfg.normalization_type
+    fold_ln = norm is not None if fold_ln is None else fold_ln
+    center_writing_weights = (
+        norm in LAYER_NORMS if center_writing_weights is None else center_writing_weights
+    )
+    if center_unembed is None:  # soft-capped logits (Gemma 2) are not shift-invariant
+        center_unembed = step_applies(cfg, "center_unembed")
+    # Process in at least float32; cast down to a reduced-precision dtype only afterwards.
+    if cfg.dtype.itemsize >= 4:
+        _cast(sd, cfg.dtype)
+    sd, cfg = process_weights(
+        sd,
+        cfg,
+        fold_ln=fold_ln,
+        center_writing_weights=center_writing_weights,
+        center_unembed=center_unembed,
+        fold_value_biases=fold_value_biases,
+        refactor_factored_attn_matrices=refactor_factored_attn_matrices,
+    )
+    cfg = cfg.replace(device=device)
+    _cast(sd, cfg.dtype, device)
+    _untie_embeddings(sd)
+    return _assign(cfg, sd, tokenizer if tokenizer is not None else _load_tokenizer(folder), folder)
+
+
+def _to_our_layout(
+    hf_config: dict[str, Any], checkpoint: dict[str, Tensor], overrides: dict[str, Any], name: str
+) -> tuple[ModelConfig, dict[str, Tensor]]:
+    """Config and state dict in our layout, from a native or a Hugging Face checkpoint."""
+    if NATIVE_KEY in hf_config:
+        cfg = ModelConfig.from_dict({**hf_config[NATIVE_KEY], **overrides})
+        check_state_dict(checkpoint, _expected_shapes(cfg), f"in {name}")
+        return cfg, checkpoint
+    converter = converter_for(hf_config)
+    naming = {"model_name": name.split("/")[-1], "tokenizer_name": name}
+    cfg = converter.config_from_hf(hf_config, **{**naming, **overrides})
+    return cfg, converter.state_dict_from_hf(checkpoint, cfg, hf_config)
+
+
+def _source_name(name_or_path: str | Path) -> str:
+    """The Hub id for an alias, else the name or path as given (without a trailing /)."""
+    name = str(name_or_path).rstrip("/")
+    return registry.hub_id(name) or name
+
+
+def _cast(sd: dict[str, Tensor], dtype: torch.dtype, device: str | None = None) -> None:
+    for key, tensor in sd.items():  # one tensor at a time; .to() is free when nothing changes
+        if tensor.is_floating_point():
+            sd[key] = tensor.to(device=device, dtype=dtype)
+
+
+def _untie_embeddings(sd: dict[str, Tensor]) -> None:
+    # A tied checkpoint gives W_U as a view of W_E. Separate parameters (as in
+    # TransformerLens) keep an edit of one, e.g. an ablation, from changing the other.
+    W_E, W_U = sd.get("embed.W_E"), sd.get("unembed.W_U")
+    if W_E is not None and W_U is not None:
+        if W_E.untyped_storage().data_ptr() == W_U.untyped_storage().data_ptr():
+            sd["unembed.W_U"] = W_U.clone()
+
+
+def _assign(
+    cfg: ModelConfig, sd: dict[str, Tensor], tokenizer: Any, folder: Path
+) -> HookedTransformer:
+    """Build the model without allocating weights, then make `sd`'s tensors its parameters."""
+    model = _meta_model(cfg, tokenizer)
+    check_state_dict(sd, _expected_shapes(cfg, model), f"in {folder}")
+    model.load_state_dict(sd, strict=True, assign=True)
+    # Buffers derived from the config (rotary frequencies, ALiBi slopes) were computed on
+    # the CPU; the parameters are already on cfg.device, so this moves only the buffers.
+    return model.to(cfg.device)
+
+
+def _meta_model(cfg: ModelConfig, tokenizer: Any = None) -> HookedTransformer:
+    """The model for `cfg` with parameters on the meta device (no memory, no init)."""
+    from lookingglass.model.transformer import HookedTransformer  # the model imports us lazily
+
+    with torch.device("meta"):
+        return HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
+
+
+def _expected_shapes(
+    cfg: ModelConfig, model: HookedTransformer | None = None
+) -> dict[str, tuple[int, ...]]:
+    """Every state-dict key of the model for `cfg`, with its shape."""
+    model = model if model is not None else _meta_model(cfg)
+    return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+
+
+def _load_tokenizer(folder: Path) -> Any:
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        return None
+    try:
+        return transformers.AutoTokenizer.from_pretrained(folder)
+    except Exception as error:
+        raise CheckpointError(
+            f"The tokenizer files in {folder} could not be loaded ({error}). Pass "
+            "tokenizer=... to from_pretrained to use another tokenizer."
+        ) from error
+
+
+# --------------------------------------------------------------------------- saving
+def save_pretrained(model: HookedTransformer, folder: str | Path) -> Path:
+    """Save `model` in lookingglass's native format (config, safetensors, tokenizer).
+
+    The folder is written complete under a temporary name and then renamed into place,
+    so a crash never leaves a half-written model; an existing model folder there is
+    replaced as a whole. `from_pretrained(folder)` loads it back.
+    """
+    cfg = model.cfg.replace(device=None)  # where a model runs is not part of what it is
+    config = {NATIVE_KEY: cfg.to_dict(), "format": "lookingglass"}
+    tensors = _separate_storages(model.state_dict())
+    with atomic_folder(folder) as tmp:
+        safetensors.torch.save_file(tensors, tmp / SAFETENSORS, metadata={"format": "pt"})
+        (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+        if model.tokenizer is not None:
+            model.tokenizer.save_pretrained(tmp)
+    return Path(folder)
+
+
+def _separate_storages(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Contiguous tensors, no two sharing memory (safetensors refuses shared storage)."""
+    out, seen = {}, set()
+    for key, tensor in sd.items():
+        tensor = tensor.detach().cpu().contiguous()
+        if tensor.untyped_storage().data_ptr() in seen:
+            tensor = tensor.clone()
+        seen.add(tensor.untyped_storage().data_ptr())
+        out[key] = tensor
+    return out
+
+
+@contextmanager
+def atomic_folder(folder: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder beside `folder`; on success it replaces `folder` by rename.
+
+    On an error the temporary folder is removed and `folder` is untouched.
+
+    Raises:
+        InputError: `folder` is a file, or a non-empty folder without `config.json`
+            (we replace only what looks like a model folder, never unrelated files).
+    """
+    target = Path(folder).expanduser().absolute()
+    if target.exists() and not target.is_dir():
+        raise InputError(f"Cannot save to {target}: it is a file.")
+    if target.is_dir() and any(target.iterdir()) and not (target / CONFIG).is_file():
+        raise InputError(
+            f"Refusing to replace {target}: it is not empty and holds no {CONFIG}, so it does "
+            "not look like a saved model. Choose an empty or new folder."
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+        if target.exists():
+            old = Path(
+                tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent)
+            )
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
