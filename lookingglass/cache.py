@@ -13,11 +13,13 @@ import torch
 from torch import Tensor
 
 from lookingglass import utils
+from lookingglass.cache_analysis import CacheAnalysis
 from lookingglass.errors import InputError
 
 
-class ActivationCache:
-    """Cached activations of a model run (from `run_with_cache`)."""
+class ActivationCache(CacheAnalysis):
+    """Cached activations of a model run (from `run_with_cache`); the analysis methods
+    (`decompose_resid`, `accumulated_resid`, `logit_attrs`, ...) are in `cache_analysis.py`."""
 
     def __init__(self, cache_dict: dict[str, Tensor], model: Any, has_batch_dim: bool = True) -> None:
         self.cache_dict = cache_dict
@@ -28,7 +30,7 @@ class ActivationCache:
 
     def _key(self, key: str | tuple) -> str:
         if isinstance(key, str):
-            return key
+            return key if key in self.cache_dict else utils.get_act_name(key)
         if isinstance(key, tuple) and key:
             name, *rest = key
             layer = rest[0] if rest else None

@@ -246,7 +246,10 @@ def test_prompt(
         if print_details:
             print(f"Performance on answer token{'s' if n_answers > 1 else ''}:")
             for s in row:
-                print(f"Rank: {s.rank: <8} Logit: {s.logit:5.2f} Prob: {s.prob:6.2%} Token: |{s.token}|")
+                print(
+                    f"Rank: {s.rank: <8} Logit: {s.logit:5.2f} Prob: {s.prob:6.2%} "
+                    f"Token: |{s.token}|"
+                )
             for i in range(top_k):
                 top = sorted_tokens[0, i]
                 print(
