@@ -83,9 +83,9 @@ def _mlp_readers(sd: StateDict, block: str, cfg: ModelConfig) -> list[tuple[str,
     """Every weight that reads the MLP's norm: `W_in` (and `W_gate` of a gated MLP); for a
     mixture of experts, the router `W_gate` and each expert's `W_in` and `W_gate`."""
     mlp = f"{block}mlp."
-    experts = [mlp] if cfg.num_experts is None else [
-        f"{mlp}experts.{e}." for e in range(cfg.num_experts)
-    ]
+    experts = (
+        [mlp] if cfg.num_experts is None else [f"{mlp}experts.{e}." for e in range(cfg.num_experts)]
+    )
     readers = [(f"{mlp}W_gate", f"{mlp}b_gate", 0, False)] if cfg.num_experts else []
     for expert in experts:
         readers.append((f"{expert}W_in", f"{expert}b_in", 0, True))

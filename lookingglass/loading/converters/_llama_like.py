@@ -307,7 +307,7 @@ def _to_ours(ours: str, W: Tensor, cfg: ModelConfig, norm_offset: float) -> Tens
         return W.T
     if leaf == "w" and norm_offset:
         # In float32, as Hugging Face computes `1 + w` (a bfloat16 sum would lose digits).
-        return W + norm_offset
+        return W.float() + norm_offset
     return W
 
 
