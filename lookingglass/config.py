@@ -226,8 +226,15 @@ class ModelConfig:
         return cls(**data)
 
     def replace(self, **changes: Any) -> ModelConfig:
-        """A copy with some fields changed (derived fields recomputed where left default)."""
-        return dataclasses.replace(self, **changes)
+        """A copy with some fields changed. Derived fields that still hold their derived
+        value are derived again from the new fields (so `replace(d_head=32)` updates
+        `attn_scale`); derived fields that were set explicitly are kept."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        rederived = dataclasses.replace(self, **_DERIVED)
+        for name, unset in _DERIVED.items():
+            if name not in changes and data[name] == getattr(rederived, name):
+                data[name] = unset
+        return type(self)(**{**data, **changes})
 
     def hash(self) -> str:
         """A stable short hash of the architecture (not of device or dtype)."""
@@ -238,6 +245,16 @@ class ModelConfig:
 
 
 HookedTransformerConfig = ModelConfig
+
+# Fields filled in `__post_init__` when left at these values.
+_DERIVED: dict[str, Any] = {
+    "n_heads": -1,
+    "d_mlp": None,
+    "d_vocab_out": -1,
+    "attn_scale": -1.0,
+    "init_range": -1.0,
+    "rotary_dim": None,
+}
 
 
 def _check_positive_int(name: str, value: Any) -> None:

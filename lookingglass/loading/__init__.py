@@ -7,23 +7,25 @@
 * `hf_export`: `to_hf` / `save_hf`, back to a Hugging Face model.
 """
 
-from lookingglass.loading.hf_export import save_hf, to_hf
-from lookingglass.loading.pretrained import (
-    from_pretrained,
-    load_checkpoint,
-    resolve,
-    save_pretrained,
-)
-from lookingglass.loading.processing import process_weights
-from lookingglass.loading.registry import list_models
+import importlib
+from typing import Any
 
-__all__ = [
-    "from_pretrained",
-    "list_models",
-    "load_checkpoint",
-    "process_weights",
-    "resolve",
-    "save_hf",
-    "save_pretrained",
-    "to_hf",
-]
+# Imported on first use: the converters pull in `transformers`, which takes seconds, and
+# `import lookingglass` should not pay for that before a checkpoint is loaded.
+_EXPORTS = {
+    "from_pretrained": "pretrained",
+    "list_models": "registry",
+    "load_checkpoint": "pretrained",
+    "process_weights": "processing",
+    "resolve": "pretrained",
+    "save_hf": "hf_export",
+    "save_pretrained": "pretrained",
+    "to_hf": "hf_export",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'lookingglass.loading' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"lookingglass.loading.{_EXPORTS[name]}"), name)
