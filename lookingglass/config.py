@@ -230,9 +230,14 @@ class ModelConfig:
         value are derived again from the new fields (so `replace(d_head=32)` updates
         `attn_scale`); derived fields that were set explicitly are kept."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        rederived = dataclasses.replace(self, **_DERIVED)
         for name, unset in _DERIVED.items():
-            if name not in changes and data[name] == getattr(rederived, name):
+            if name in changes:
+                continue
+            try:
+                derived = getattr(dataclasses.replace(self, **{name: unset}), name)
+            except ConfigError:  # not derivable here (e.g. n_heads when d_model % d_head != 0)
+                continue
+            if data[name] == derived:
                 data[name] = unset
         return type(self)(**{**data, **changes})
 

@@ -1,8 +1,10 @@
 """Normalization layers: LayerNorm, LayerNormPre (after folding), RMSNorm, RMSNormPre.
 
-Each exposes `hook_scale` [batch pos 1] and `hook_normalized` [batch pos d_model] as in
-TransformerLens. When neither is hooked the fused PyTorch kernel computes the same thing
-in one pass; the explicit path below is the definition.
+Each exposes `hook_scale` [batch pos 1] and `hook_normalized` [batch pos d_model] with
+TransformerLens's meanings: `hook_normalized` is the normalized vector *before* the
+norm's weight and bias (`(x - mean) / scale`), so the two are equal only for norms
+without weights (LNPre/RMSPre, e.g. after `fold_ln`). When neither is hooked the fused
+PyTorch kernel computes the same thing in one pass; the explicit path is the definition.
 """
 
 from __future__ import annotations
@@ -45,12 +47,12 @@ class _Norm(nn.Module):
         if self.centered:
             x = x - x.mean(-1, keepdim=True)
         scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
-        x = x / scale
+        x = self.hook_normalized((x / scale).to(dtype)).float()
         if hasattr(self, "w"):
             x = x * self.w.float()
         if hasattr(self, "b"):
             x = x + self.b.float()
-        return self.hook_normalized(x.to(dtype))
+        return x.to(dtype)
 
     def _fused(self, x: Tensor) -> Tensor:
         raise NotImplementedError

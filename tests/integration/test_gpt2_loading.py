@@ -66,7 +66,9 @@ def test_residual_stream_matches_hugging_face_hidden_states(raw, hf_model, token
     for layer in range(n_layers - 1):
         assert_close(cache[f"blocks.{layer}.hook_resid_post"], hidden[layer + 1], 1e-4, "resid")
     # Hugging Face's last hidden state is taken after its final LayerNorm (ln_f).
-    assert_close(cache["ln_final.hook_normalized"], hidden[-1], 1e-4, "after ln_f")
+    ln_f = raw.ln_final
+    normalized = cache["ln_final.hook_normalized"]  # before ln_f's weight and bias
+    assert_close(normalized * ln_f.w + ln_f.b, hidden[-1], 1e-4, "after ln_f")
     with torch.no_grad():
         after_ln_f = raw.ln_final(cache[f"blocks.{n_layers - 1}.hook_resid_post"])
     assert_close(after_ln_f, hidden[-1], 1e-4, "last resid_post through ln_final")
