@@ -1,0 +1,68 @@
+"""TransformerLens's `patching` module, by its names: `from lookingglass import patching`.
+
+`patching.get_act_patch_resid_pre(model, corrupted_tokens, clean_cache, metric)` and the
+other functions take TransformerLens 3.9's arguments and return its shapes and numbers;
+they run the patched variants batched (`lookingglass.interventions.patching`).
+"""
+
+from lookingglass.interventions.patching import (
+    AxisNames,
+    declare_metric,
+    generic_activation_patch,
+    get_act_patch_attn_head_all_pos_every,
+    get_act_patch_attn_head_by_pos_every,
+    get_act_patch_attn_head_k_all_pos,
+    get_act_patch_attn_head_k_by_pos,
+    get_act_patch_attn_head_out_all_pos,
+    get_act_patch_attn_head_out_by_pos,
+    get_act_patch_attn_head_pattern_all_pos,
+    get_act_patch_attn_head_pattern_by_pos,
+    get_act_patch_attn_head_pattern_dest_src_pos,
+    get_act_patch_attn_head_q_all_pos,
+    get_act_patch_attn_head_q_by_pos,
+    get_act_patch_attn_head_v_all_pos,
+    get_act_patch_attn_head_v_by_pos,
+    get_act_patch_attn_out,
+    get_act_patch_block_every,
+    get_act_patch_mlp_out,
+    get_act_patch_resid_mid,
+    get_act_patch_resid_pre,
+    layer_head_dest_src_pos_pattern_patch_setter,
+    layer_head_pattern_patch_setter,
+    layer_head_pos_pattern_patch_setter,
+    layer_head_vector_patch_setter,
+    layer_pos_head_vector_patch_setter,
+    layer_pos_patch_setter,
+    make_df_from_ranges,
+)
+
+__all__ = [
+    "AxisNames",
+    "declare_metric",
+    "generic_activation_patch",
+    "get_act_patch_attn_head_all_pos_every",
+    "get_act_patch_attn_head_by_pos_every",
+    "get_act_patch_attn_head_k_all_pos",
+    "get_act_patch_attn_head_k_by_pos",
+    "get_act_patch_attn_head_out_all_pos",
+    "get_act_patch_attn_head_out_by_pos",
+    "get_act_patch_attn_head_pattern_all_pos",
+    "get_act_patch_attn_head_pattern_by_pos",
+    "get_act_patch_attn_head_pattern_dest_src_pos",
+    "get_act_patch_attn_head_q_all_pos",
+    "get_act_patch_attn_head_q_by_pos",
+    "get_act_patch_attn_head_v_all_pos",
+    "get_act_patch_attn_head_v_by_pos",
+    "get_act_patch_attn_out",
+    "get_act_patch_block_every",
+    "get_act_patch_mlp_out",
+    "get_act_patch_resid_mid",
+    "get_act_patch_resid_pre",
+    "layer_head_dest_src_pos_pattern_patch_setter",
+    "layer_head_pattern_patch_setter",
+    "layer_head_pos_pattern_patch_setter",
+    "layer_head_vector_patch_setter",
+    "layer_pos_head_vector_patch_setter",
+    "layer_pos_patch_setter",
+    "make_df_from_ranges",
+]
