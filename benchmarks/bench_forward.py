@@ -75,24 +75,31 @@ def forward_table(folder: Path, repeats: int) -> str:
 
 
 LOAD_SNIPPET = textwrap.dedent("""
-    import json, resource, time, torch, os
+    import json, time, torch, os
     torch.set_num_threads(os.cpu_count())
     folder = {folder!r}
-    rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    def status(field):  # kB values from /proc/self/status
+        for line in open("/proc/self/status"):
+            if line.startswith(field):
+                return int(line.split()[1]) * 1024
     import transformers, lookingglass
     {extra_imports}
-    before = rss(); start = time.perf_counter()
+    open("/proc/self/clear_refs", "w").write("5")  # reset the peak RSS to the current RSS
+    before = status("VmRSS:"); start = time.perf_counter()
     {load}
     seconds = time.perf_counter() - start
-    print(json.dumps(dict(seconds=seconds, peak_extra=rss() - before)))
+    print(json.dumps(dict(seconds=seconds, peak_extra=status("VmHWM:") - before)))
 """)
 
+# Code is imported before measuring, so the numbers are the memory the weights need.
+HF_IMPORTS = "import transformers.models.gpt2.modeling_gpt2, safetensors.torch"
+OUR_IMPORTS = HF_IMPORTS + "; import lookingglass.loading.pretrained, lookingglass.loading.converters"
 LOADERS = {
-    "Hugging Face from_pretrained": ("", "m = transformers.GPT2LMHeadModel.from_pretrained(folder)"),
+    "Hugging Face from_pretrained": (HF_IMPORTS, "m = transformers.GPT2LMHeadModel.from_pretrained(folder)"),
     "lookingglass from_pretrained_no_processing": (
-        "", "m = lookingglass.HookedTransformer.from_pretrained_no_processing(folder)"),
+        OUR_IMPORTS, "m = lookingglass.HookedTransformer.from_pretrained_no_processing(folder)"),
     "lookingglass from_pretrained (all processing)": (
-        "", "m = lookingglass.HookedTransformer.from_pretrained(folder)"),
+        OUR_IMPORTS, "m = lookingglass.HookedTransformer.from_pretrained(folder)"),
 }
 
 
