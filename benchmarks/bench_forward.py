@@ -26,28 +26,40 @@ from common import (
 )
 
 SIZES = {"full": dict(n_layer=12, n_embd=768, n_head=12), "quick": dict(n_layer=4, n_embd=256, n_head=8)}
+# ~110M parameters: GQA (12 query / 4 key-value heads), rotary, SwiGLU, RMSNorm.
+LLAMA_SIZES = {
+    "full": dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
+                 num_attention_heads=12, num_key_value_heads=4),
+    "quick": dict(hidden_size=256, intermediate_size=512, num_hidden_layers=4,
+                  num_attention_heads=8, num_key_value_heads=2),
+}
 
 
-def make_checkpoint(folder: Path, size: str) -> None:
-    from transformers import GPT2Config, GPT2LMHeadModel
+def make_checkpoint(folder: Path, size: str, family: str = "gpt2") -> None:
+    import transformers
 
     torch.manual_seed(0)
-    config = GPT2Config(vocab_size=50257, n_positions=1024, **SIZES[size])
-    config.n_ctx = 1024  # TransformerLens reads it
-    GPT2LMHeadModel(config).save_pretrained(folder)
+    if family == "gpt2":
+        config = transformers.GPT2Config(vocab_size=50257, n_positions=1024, **SIZES[size])
+        config.n_ctx = 1024  # TransformerLens reads it
+        transformers.GPT2LMHeadModel(config).save_pretrained(folder)
+    else:
+        config = transformers.LlamaConfig(vocab_size=32000, max_position_embeddings=1024, **LLAMA_SIZES[size])
+        transformers.LlamaForCausalLM(config).save_pretrained(folder)
 
 
 def forward_table(folder: Path, repeats: int) -> str:
-    from transformers import GPT2LMHeadModel
+    from transformers import AutoModelForCausalLM
 
     from lookingglass import HookedTransformer
 
-    hf = GPT2LMHeadModel.from_pretrained(folder, attn_implementation="eager").eval()
-    ours = HookedTransformer.from_pretrained_no_processing(folder).eval()
+    hf = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
+    ours = HookedTransformer.from_pretrained_no_processing(folder, device="cpu").eval()
     tl = build_tl_from_folder(folder, hf)
+    vocab = hf.config.vocab_size
     rows = []
     for batch, seq in ((4, 256), (1, 32)):
-        tokens = torch.randint(0, 50257, (batch, seq), generator=torch.Generator().manual_seed(1))
+        tokens = torch.randint(0, vocab, (batch, seq), generator=torch.Generator().manual_seed(1))
         with torch.no_grad():
             diff = (hf(tokens).logits - ours(tokens)).abs().max().item()
             ops = {
@@ -117,17 +129,23 @@ def load_table(folder: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--quick", action="store_true", help="a 4-layer d_model 256 model, 3 repeats")
+    parser.add_argument("--quick", action="store_true", help="4-layer d_model 256 models, 3 repeats")
+    parser.add_argument("--family", choices=["gpt2", "llama", "both"], default="both")
     args = parser.parse_args()
     set_threads()
     size = "quick" if args.quick else "full"
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        make_checkpoint(folder, size)
-        print(f"## Forward (GPT-2-shaped, {SIZES[size]}, CPU fp32, {torch.get_num_threads()} threads)\n")
-        print(forward_table(folder, 3 if args.quick else args.repeats))
-        print("\n## Loading\n")
-        print(load_table(folder))
+    families = ["gpt2", "llama"] if args.family == "both" else [args.family]
+    for family in families:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            make_checkpoint(folder, size, family)
+            shape = SIZES[size] if family == "gpt2" else LLAMA_SIZES[size]
+            print(f"## Forward ({family}-shaped, {shape}, CPU fp32, {torch.get_num_threads()} threads)\n")
+            print(forward_table(folder, 3 if args.quick else args.repeats))
+            if family == "gpt2":
+                print("\n## Loading\n")
+                print(load_table(folder))
+            print()
 
 
 if __name__ == "__main__":

@@ -54,13 +54,15 @@ def maxrss_bytes() -> int:
 
 
 def build_tl_from_folder(folder: Path, hf_model, **processing):
-    """TransformerLens 3.x `HookedTransformer` from a local GPT-2-family folder, offline."""
+    """TransformerLens 3.x `HookedTransformer` from a local Hugging Face folder, offline.
+    (TransformerLens guesses some architectures from the path: keep folder names neutral.)"""
     from transformer_lens import HookedTransformer as TLHookedTransformer
     from transformer_lens import loading_from_pretrained as lp
 
     fold_ln = processing.get("fold_ln", False)
     cfg = lp.get_pretrained_model_config(str(folder), hf_cfg=hf_model.config.to_dict(), fold_ln=fold_ln)
     state_dict = lp.get_pretrained_state_dict(str(folder), cfg, hf_model)
+    cfg.tokenizer_name = None  # the benchmark feeds token ids; no tokenizer in the folder
     model = TLHookedTransformer(cfg, None, move_to_device=False)
     model.load_and_process_state_dict(state_dict, **{
         "fold_ln": False, "center_writing_weights": False, "center_unembed": False,
