@@ -24,12 +24,15 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from lookingglass.loading.registry import shipped_model_path
+    from pathlib import Path
 
-    if shipped_model_path(args.model) is None:
+    from lookingglass.loading.registry import packaged_models
+
+    if args.model not in packaged_models() and not Path(args.model).is_dir():
         print(
-            f"The default model '{args.model}' is not shipped yet (it is trained by the training "
-            "issue). Everything else is set up: try `lookingglass info`."
+            f"The default model '{args.model}' is not shipped in this checkout yet (train it with "
+            f"`lookingglass train-default --name {args.model}`). Everything else is set up: try "
+            "`lookingglass info` or `lookingglass replicate induction-heads --quick`."
         )
         return 0
     from lookingglass.demo import run_demo
@@ -48,6 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--prompt", default=None)
     demo.add_argument("--out", default="reports/demo.html")
     demo.set_defaults(func=_demo)
+    from lookingglass.bench.cli import add_experiments_parser
+
+    add_experiments_parser(sub)
+    from lookingglass.explorer.cli import add_explore_parser
+
+    add_explore_parser(sub)
+    from lookingglass.training.default_models import add_train_default_parser
+    from lookingglass.training.replicate import add_replicate_parser
+
+    add_replicate_parser(sub)
+    add_train_default_parser(sub)
     return parser
 
 

@@ -21,8 +21,8 @@ else
     || "${PIP[@]}" "torch==$TORCH_VERSION" --index-url "${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}"
 fi
 
-extras=""
-[ "${1:-}" = "--dev" ] && extras="[dev]"
+extras="[explorer]"
+[ "${1:-}" = "--dev" ] && extras="[dev,explorer]"
 # torch is pinned on the same command line so no dependency can swap in another build.
 "${PIP[@]}" "torch==$TORCH_VERSION" -e ".$extras"
 echo "lookingglass is set up in $(pwd)/.venv"

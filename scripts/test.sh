@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --dev
+scripts/install_browser.sh   # Debian's Chromium for the explorer's browser test
 exec .venv/bin/python -m pytest "$@"

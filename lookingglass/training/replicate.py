@@ -211,11 +211,9 @@ def run_replication(
         runs.append(run)
         if progress:
             print(f"{name}: {json.dumps(summary)}", flush=True)
-    results = _results(runs, settings, quick, time.perf_counter() - started)
-    write_json(results, out / "results.json")
     _plots(runs, out)
+    results = _results(runs, settings, quick, time.perf_counter() - started)
     (out / "report.md").write_text(_report(results, runs, settings))
-    results["total_seconds"] = round(time.perf_counter() - started, 1)
     write_json(results, out / "results.json")
     return results
 
@@ -339,7 +337,10 @@ def _report(results: dict[str, Any], runs: list[ModelRun], settings: Replication
         f"- ICL score: mean held-out loss over tokens {late.start}-{late.stop - 1} minus over "
         f"tokens {early.start}-{early.stop - 1} (the paper's token 500 minus token 50 of 1024, "
         "as windows at the same relative places; see `dynamics.icl_score`). More negative = "
-        "more in-context learning.",
+        "more in-context learning. A model without induction heads also lowers its late-token "
+        "loss by predicting tokens it has already seen in the context (in-context unigram "
+        "statistics), so the ICL score of the one-layer model improves too, less and without "
+        "an induction jump.",
         "- Jump window (`dynamics.phase_change`): on the curve smoothed over 3 snapshots, the "
         "largest rise between two snapshots at most 25% of training apart; the window is the "
         "narrowest pair of snapshots keeping 80% of that rise. A phase change needs a rise of "

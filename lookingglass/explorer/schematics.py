@@ -1,0 +1,200 @@
+"""The Schematics page's numbers: the transformer taken apart with the model's own values.
+
+`embedding_view`: each token's embedding row and its position's embedding row, and
+their sum (the residual stream entering layer 0). `head_steps`: one attention head at
+one query position, step by step (normalized input, q, k, scores, pattern, v, z, the
+head's write to the residual stream), each step recomputed from the previous one with
+the weights and checked against the cached activation. `residual_sum`: the residual
+stream at one position as the sum of what every component wrote.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from lookingglass.errors import InputError
+from lookingglass.explorer.compute import check_head, prompt_tokens, token_str
+
+
+def _np(tensor) -> np.ndarray:
+    return tensor.detach().float().cpu().numpy()
+
+
+def _check_position(n: int, position: int) -> None:
+    if not 0 <= position < n:
+        raise InputError(
+            f"Position {position} is out of range: the prompt has {n} tokens (0 to {n - 1})."
+        )
+
+
+@dataclass
+class EmbeddingView:
+    """Token and positional embeddings of a prompt, `[pos, d_model]` each."""
+
+    str_tokens: list[str]
+    token_ids: list[int]
+    token_embed: np.ndarray  # W_E[token]
+    pos_embed: np.ndarray | None  # W_pos[position]; None for rotary / ALiBi models
+    resid_pre0: np.ndarray  # the residual stream entering layer 0 (cached)
+    max_abs_diff: float  # |token_embed + pos_embed - resid_pre0|, a check
+
+
+@torch.no_grad()
+def embedding_view(model, prompt: str) -> EmbeddingView:
+    """The embedding rows of each token and position, and their sum (checked against
+    `blocks.0.hook_resid_pre`)."""
+    tokens = prompt_tokens(model, prompt)
+    _, cache = model.run_with_cache(
+        tokens,
+        names_filter=lambda n: n in ("hook_embed", "hook_pos_embed", "blocks.0.hook_resid_pre"),
+    )
+    ids = tokens[0]
+    token_embed = model.W_E[ids]
+    has_pos = "hook_pos_embed" in cache
+    pos_embed = model.W_pos[: len(ids)] if has_pos else None
+    total = token_embed + (pos_embed if has_pos else 0)
+    resid = cache["blocks.0.hook_resid_pre"][0]
+    return EmbeddingView(
+        str_tokens=model.to_str_tokens(ids),
+        token_ids=ids.tolist(),
+        token_embed=_np(token_embed),
+        pos_embed=_np(pos_embed) if has_pos else None,
+        resid_pre0=_np(resid),
+        max_abs_diff=float((total - resid).abs().max()),
+    )
+
+
+@dataclass
+class HeadSteps:
+    """One head at one query position. Shapes: `x` `[pos, d_model]`, `q` `[d_head]`,
+    `k`/`v` `[pos, d_head]`, `scores`/`pattern` `[pos]` (keys up to the query), `z`
+    `[d_head]`, `result` `[d_model]`. `checks` maps each recomputed step to its largest
+    difference from the cached activation (empty when the step cannot be recomputed
+    from these weights alone, e.g. rotary or normalized queries; `notes` says why)."""
+
+    head: str
+    position: int
+    str_tokens: list[str]
+    attn_scale: float
+    x: np.ndarray
+    q: np.ndarray
+    k: np.ndarray
+    scores: np.ndarray
+    pattern: np.ndarray
+    v: np.ndarray
+    z: np.ndarray
+    result: np.ndarray
+    checks: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _plain_attention(model) -> list[str]:
+    """Why this model's attention is more than `softmax(q k^T / scale) v` (empty if not)."""
+    cfg = model.cfg
+    reasons = {
+        "rotary positions rotate q and k": cfg.positional_embedding_type == "rotary",
+        "ALiBi adds a bias to the scores": cfg.positional_embedding_type == "alibi",
+        "q and k are normalized": cfg.use_qk_norm,
+        "keys are smeared with the previous key": cfg.smear_keys,
+        "scores are soft-capped": cfg.attn_scores_soft_cap > 0,
+        "keys and values are shared between heads (GQA)": (
+            cfg.n_key_value_heads not in (None, cfg.n_heads)
+        ),
+        "the attention score is not a dot product": cfg.attention_score != "dot",
+        "attention is windowed": cfg.window_size is not None,
+    }
+    return [reason for reason, applies in reasons.items() if applies]
+
+
+@torch.no_grad()
+def head_steps(model, prompt: str, layer: int, head: int, position: int) -> HeadSteps:
+    """Head `head` of layer `layer` at query `position`, step by step from the cache."""
+    check_head(model, layer, head)
+    tokens = prompt_tokens(model, prompt)
+    _check_position(tokens.shape[1], position)
+    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.startswith(f"blocks.{layer}."))
+    key = f"blocks.{layer}.ln1.hook_normalized"
+    x = cache[key][0] if key in cache else cache["resid_pre", layer][0]
+    q = cache["q", layer][0, position, head]
+    notes = _plain_attention(model)
+    kv_head = head if notes == [] else head * cache["k", layer].shape[2] // model.cfg.n_heads
+    k = cache["k", layer][0, : position + 1, kv_head]
+    v = cache["v", layer][0, : position + 1, kv_head]
+    scores = cache["attn_scores", layer][0, head, position, : position + 1]
+    pattern = cache["pattern", layer][0, head, position, : position + 1]
+    z = cache["z", layer][0, position, head]
+    result = z @ model.W_O[layer, head]
+    scale = float(model.blocks[layer].attn.attn_scale)
+    checks = {}
+    if not notes:
+        x_keys = x[: position + 1]
+        checks = {
+            "q = x W_Q + b_Q": float(
+                (x[position] @ model.W_Q[layer, head] + model.b_Q[layer, head] - q).abs().max()
+            ),
+            "k = x W_K + b_K": float(
+                (x_keys @ model.W_K[layer, head] + model.b_K[layer, head] - k).abs().max()
+            ),
+            "v = x W_V + b_V": float(
+                (x_keys @ model.W_V[layer, head] + model.b_V[layer, head] - v).abs().max()
+            ),
+            "scores = q k / scale": float((k @ q / scale - scores).abs().max()),
+            "pattern = softmax(scores)": float((scores.softmax(-1) - pattern).abs().max()),
+            "z = pattern v": float((pattern @ v - z).abs().max()),
+        }
+    return HeadSteps(
+        head=f"L{layer}H{head}",
+        position=position,
+        str_tokens=model.to_str_tokens(tokens[0]),
+        attn_scale=scale,
+        x=_np(x),
+        q=_np(q),
+        k=_np(k),
+        scores=_np(scores),
+        pattern=_np(pattern),
+        v=_np(v),
+        z=_np(z),
+        result=_np(result),
+        checks=checks,
+        notes=notes,
+    )
+
+
+@dataclass
+class ResidualSum:
+    """The final residual stream at one position as a sum of component writes."""
+
+    position: int
+    labels: list[str]  # "embed", "pos_embed", "0_attn_out", ("0_mlp_out",) ...
+    writes: np.ndarray  # [component, d_model]
+    norms: np.ndarray  # [component]
+    predicted: str  # the model's top next token at that position
+    attributions: np.ndarray  # [component] direct logit attribution toward it
+    max_abs_diff: float  # |sum of writes - final residual stream|, a check
+
+
+@torch.no_grad()
+def residual_sum(model, prompt: str, position: int) -> ResidualSum:
+    """`decompose_resid` at the unembedding's input, checked against the cached final
+    residual stream, with each component's direct logit attribution toward the top
+    prediction."""
+    tokens = prompt_tokens(model, prompt)
+    _check_position(tokens.shape[1], position)
+    logits, cache = model.run_with_cache(tokens)
+    stack, labels = cache.decompose_resid(layer=-1, pos_slice=position, return_labels=True)
+    final = cache["resid_post", model.cfg.n_layers - 1][0, position]
+    predicted = int(logits[0, position].argmax())
+    attributions = cache.logit_attrs(stack, predicted, pos_slice=position)[:, 0]
+    writes = stack[:, 0]
+    return ResidualSum(
+        position=position,
+        labels=labels,
+        writes=_np(writes),
+        norms=_np(writes.norm(dim=-1)),
+        predicted=token_str(model, predicted),
+        attributions=_np(attributions),
+        max_abs_diff=float((writes.sum(0) - final).abs().max()),
+    )

@@ -1,0 +1,163 @@
+"""Small display pieces the pages share: coloured token strips, token tables, figures.
+
+Figures are `lookingglass.plot` figures drawn with plotly, which Streamlit serves from
+its own bundle (no CDN).
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from lookingglass import plot
+from lookingglass.explorer.compute import TokenScore
+
+PLOTLY_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["sendDataToCloud"]}
+
+
+def show(figure, key: str | None = None, height: int | None = None) -> None:
+    """Draw a `lookingglass.plot.Figure` (or a plotly figure) across the page width."""
+    fig = getattr(figure, "plotly", figure)
+    fig.update_layout(width=None, autosize=True, **({"height": height} if height else {}))
+    st.plotly_chart(fig, key=key, config=PLOTLY_CONFIG, theme=None)
+
+
+def attention_heatmap(pattern: np.ndarray, str_tokens: Sequence[str], title: str, key: str) -> None:
+    """One head's attention `[query, key]` as a heatmap of fixed size, future keys blank.
+    Hover shows positions and the weight; the tick labels name the tokens."""
+    n = len(pattern)
+    labels = [f"{i}: {shown_token(t)!r}"[:18] for i, t in enumerate(str_tokens)]
+    ticks = list(range(0, n, max(1, n // 40)))
+    fig = go.Figure(
+        go.Heatmap(
+            z=np.where(np.tri(n) > 0, pattern, np.nan),
+            zmin=0,
+            zmax=1,
+            colorscale="Blues",
+            hovertemplate="query %{y}<br>key %{x}<br>attention %{z:.4f}<extra></extra>",
+            colorbar=dict(title=dict(text="attention")),
+        )
+    )
+    fig.update_xaxes(tickvals=ticks, ticktext=[labels[i] for i in ticks], title_text="key (source)")
+    fig.update_yaxes(
+        tickvals=ticks,
+        ticktext=[labels[i] for i in ticks],
+        title_text="query (destination)",
+        autorange="reversed",
+    )
+    fig.update_layout(
+        title_text=title, height=min(750, 250 + 12 * n), template="plotly_white", margin=dict(t=40)
+    )
+    show(fig, key=key)
+
+
+def head_grid(
+    values: np.ndarray, title: str, key: str, zmin: float | None = 0.0, zmax: float | None = 1.0
+) -> None:
+    """A layer x head heatmap of per-head values, each written in its cell."""
+    n_layers, n_heads = values.shape
+    text = np.vectorize(lambda v: "" if not np.isfinite(v) else f"{v:.2f}")(values).astype(object)
+    panel = plot.Heatmap(
+        values,
+        [f"H{h}" for h in range(n_heads)],
+        [f"L{l}" for l in range(n_layers)],
+        text=text,
+        colorscale="blues" if zmin == 0.0 else "rdbu",
+        zmin=zmin,
+        zmax=zmax,
+        zmid=None if zmin == 0.0 else 0.0,
+        x_title="head",
+        y_title="layer",
+        title="",
+    )
+    show(
+        plot.Figure([panel], title=title, cols=1, panel_size=(4.0, 2.0)),
+        key=key,
+        height=140 + 28 * n_layers,
+    )
+
+
+def shown_token(token: str) -> str:
+    """A token as printable text: newlines and tabs visible, leading spaces kept."""
+    return token.replace("\n", "\\n").replace("\t", "\\t")
+
+
+def token_strip(
+    tokens: Sequence[str],
+    values: Sequence[float] | None = None,
+    vmax: float | None = None,
+    title: str = "",
+) -> None:
+    """The tokens as boxes, each shaded by its value (e.g. a loss) with the value in its
+    tooltip. Text is escaped: tokens never become markup."""
+    values = None if values is None else np.asarray(values, dtype=float)
+    top = (
+        vmax
+        if vmax is not None
+        else (float(np.nanmax(values)) if values is not None and len(values) else 1.0)
+    )
+    spans = []
+    for i, token in enumerate(tokens):
+        value = None if values is None else values[i]
+        shade = (
+            0.0
+            if value is None or not np.isfinite(value)
+            else max(0.0, min(1.0, value / (top or 1.0)))
+        )
+        tip = f"{i}: {token!r}" + (
+            "" if value is None or not np.isfinite(value) else f" = {value:.3f}"
+        )
+        spans.append(
+            f'<span title="{html.escape(tip)}" style="display:inline-block;margin:1px;'
+            "padding:1px 3px;border:1px solid #ccc;border-radius:3px;font-family:monospace;"
+            "white-space:pre;"
+            f'background:rgba(220,60,40,{shade:.2f})">{html.escape(shown_token(token))}</span>'
+        )
+    if title:
+        st.caption(title)
+    st.markdown(f'<div style="line-height:1.9">{"".join(spans)}</div>', unsafe_allow_html=True)
+
+
+def predictions_table(
+    str_tokens: Sequence[str], top: Sequence[Sequence[TokenScore]]
+) -> pd.DataFrame:
+    """Position, token, and its top next-token predictions as "'tok' 12.3%"."""
+    rows = []
+    for pos, (token, scores) in enumerate(zip(str_tokens, top, strict=True)):
+        row = {"pos": pos, "token": shown_token(token)}
+        row.update(
+            {f"#{i + 1}": f"{shown_token(s.token)!r} {s.value:.1%}" for i, s in enumerate(scores)}
+        )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def token_scores_table(scores: Sequence[TokenScore], value_name: str) -> pd.DataFrame:
+    """A table of tokens and their values."""
+    return pd.DataFrame(
+        {
+            "token": [repr(shown_token(s.token)) for s in scores],
+            "id": [s.token_id for s in scores],
+            value_name: [round(s.value, 4) for s in scores],
+        }
+    )
+
+
+def head_from_query(labels: Sequence[str], default: str) -> str:
+    """The head named by the URL's `?head=` (e.g. `?head=L1H3`), if it is one of
+    `labels`; otherwise an error on the page and `default`."""
+    wanted = st.query_params.get("head")
+    if wanted is None:
+        return default
+    if wanted.upper() in labels:
+        return wanted.upper()
+    st.error(
+        f"The link asks for head {wanted!r}, which this model does not have "
+        f"({labels[0]} to {labels[-1]}); showing {default}."
+    )
+    return default

@@ -1,0 +1,312 @@
+"""The recipes of the models shipped in `lookingglass/pretrained/`, and the command that
+trains them: `lookingglass train-default --name lookingglass-attn2`.
+
+Both models read the pinned King James Bible corpus (`load_corpus`) through a 4,096-token
+byte-level BPE tokenizer trained on its training chapters; the held-out chapters (every
+20th) give the held-out loss. Training is deterministic on CPU (seeded init and data
+order); on another machine or thread count float rounding may differ slightly.
+
+`lookingglass-attn2`: 2 layers, attention only. Natural text alone takes far more tokens
+than a CPU budget allows before induction heads form, so in a fixed 30% of the training
+rows one random span of the row (16-48 tokens) is copied over a later part of the same
+row, at a random distance: the text stays the Bible's, and repeating a passage is
+where an induction head pays off. Held-out rows are left as they are.
+
+`lookingglass-mlp4`: 4 layers with MLPs, on the plain corpus.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from lookingglass.config import ModelConfig
+from lookingglass.errors import InputError
+from lookingglass.training.corpus import load_corpus
+from lookingglass.training.data import tokenize_and_concatenate
+from lookingglass.training.tokenizer import train_tokenizer
+from lookingglass.training.train import TrainConfig, TrainResult, evaluate, train
+
+PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
+VOCAB_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that determines a shipped model."""
+
+    model: dict[str, Any]
+    train: dict[str, Any]
+    repeat_fraction: float = 0.0
+    repeat_span: tuple[int, int] = (16, 48)
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+RECIPES: dict[str, Recipe] = {
+    "lookingglass-attn2": Recipe(
+        model=dict(n_layers=2, d_model=128, d_head=32, n_ctx=256, attn_only=True),
+        train=dict(n_steps=1200, batch_size=16, lr=3e-3, warmup_steps=100, eval_every=100),
+        repeat_fraction=0.3,
+        description="2-layer attention-only transformer with induction heads",
+    ),
+    "lookingglass-mlp4": Recipe(
+        model=dict(n_layers=4, d_model=128, d_head=32, d_mlp=512, n_ctx=256, act_fn="gelu"),
+        train=dict(n_steps=1200, batch_size=16, lr=2e-3, warmup_steps=100, eval_every=100),
+        description="4-layer transformer with MLPs",
+    ),
+}
+
+
+def with_repeated_spans(
+    rows: Int[Tensor, "n_rows seq_len"], fraction: float, span: tuple[int, int], seed: int = 0
+) -> Int[Tensor, "n_rows seq_len"]:
+    """A copy of `rows` in which `fraction` of the rows (chosen with `seed`) each get one
+    repeated span: a length L uniform in `span`, a destination d uniform in
+    `[1 + L, seq_len - L]` and a source s uniform in `[1, d - L]`; tokens `s..s+L-1`
+    are copied over `d..d+L-1`. Position 0 (BOS) is never touched."""
+    low, high = span
+    seq_len = rows.shape[1]
+    if not 1 <= low <= high or 2 * high + 1 > seq_len:
+        raise InputError(f"span {span} does not fit twice in rows of {seq_len} tokens.")
+    out = rows.clone()
+    generator = torch.Generator().manual_seed(seed)
+    chosen = torch.randperm(len(rows), generator=generator)[: int(fraction * len(rows))]
+    lengths = torch.randint(low, high + 1, (len(chosen),), generator=generator)
+    uniform = torch.rand((2, len(chosen)), generator=generator, dtype=torch.float64)
+    for i, (row, length) in enumerate(zip(chosen.tolist(), lengths.tolist(), strict=True)):
+        dst = 1 + length + int(uniform[0, i] * (seq_len - 2 * length))
+        src = 1 + int(uniform[1, i] * (dst - length))
+        out[row, dst : dst + length] = rows[row, src : src + length]
+    return out
+
+
+def corpus_data(n_ctx: int):
+    """(corpus, tokenizer, training rows, held-out rows) for the shipped models."""
+    corpus = load_corpus()
+    tokenizer = train_tokenizer(corpus.train, vocab_size=VOCAB_SIZE)
+    train_rows = tokenize_and_concatenate(corpus.train, tokenizer, n_ctx)
+    heldout_rows = tokenize_and_concatenate(corpus.heldout, tokenizer, n_ctx)
+    return corpus, tokenizer, train_rows, heldout_rows
+
+
+def train_default(
+    name: str, out_dir: str | Path | None = None, progress: bool = True, n_steps: int | None = None
+) -> Path:
+    """Train the shipped model `name` from scratch and save it with its model card.
+
+    Args:
+        name: a key of `RECIPES`.
+        out_dir: where to save (default: `lookingglass/pretrained/<name>/`).
+        progress: show a progress bar.
+        n_steps: override the recipe's step count (for tests; the card says so).
+
+    Returns:
+        The model folder.
+    """
+    from lookingglass.model.transformer import HookedTransformer
+
+    if name not in RECIPES:
+        raise InputError(f"Unknown default model {name!r}; choose one of {sorted(RECIPES)}.")
+    recipe = RECIPES[name]
+    started = time.perf_counter()
+    corpus, tokenizer, train_rows, heldout_rows = corpus_data(recipe.model["n_ctx"])
+    if recipe.repeat_fraction:
+        train_rows = with_repeated_spans(train_rows, recipe.repeat_fraction, recipe.repeat_span)
+    data_seconds = time.perf_counter() - started
+    cfg = ModelConfig(
+        d_vocab=len(tokenizer), seed=0, model_name=name, tokenizer_name=name, **recipe.model
+    )
+    model = HookedTransformer(cfg, tokenizer=tokenizer)
+    config = TrainConfig(
+        **{**recipe.train, **({"n_steps": n_steps} if n_steps else {})},
+        eval_rows=len(heldout_rows),
+        progress=progress,
+        seed=0,
+    )
+    result = train(model, train_rows, config, eval_data=heldout_rows)
+    out = Path(out_dir) if out_dir is not None else PRETRAINED_DIR / name
+    model.save_pretrained(out)
+    facts = _facts(
+        name,
+        recipe,
+        model,
+        config,
+        result,
+        corpus,
+        train_rows,
+        heldout_rows,
+        data_seconds,
+        n_steps is not None,
+    )
+    (out / "training.json").write_text(json.dumps(facts, indent=2) + "\n")
+    (out / "MODEL_CARD.md").write_text(_model_card(facts))
+    return out
+
+
+def _facts(
+    name,
+    recipe,
+    model,
+    config,
+    result: TrainResult,
+    corpus,
+    train_rows,
+    heldout_rows,
+    data_seconds,
+    overridden,
+) -> dict[str, Any]:
+    import lookingglass
+    from lookingglass.analysis.heads import induction_scores, previous_token_scores
+
+    model.cpu().eval()
+    heldout_loss = evaluate(model, heldout_rows, 32)
+    induction = induction_scores(model)
+    previous = previous_token_scores(model)
+    n_params = sum(p.numel() for p in model.parameters())
+    return {
+        "name": name,
+        "description": recipe.description,
+        "command": f"lookingglass train-default --name {name}"
+        + (f" --steps {config.n_steps}" if overridden else ""),
+        "lookingglass": lookingglass.__version__,
+        "torch": torch.__version__,
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+        "corpus": {
+            "source": corpus.source,
+            "version": corpus.version,
+            "sha256": corpus.sha256,
+            "documents": len(corpus),
+            "heldout_every": corpus.heldout_every,
+        },
+        "tokenizer": f"byte-level BPE, {VOCAB_SIZE} tokens, trained on the training chapters",
+        "train_tokens_available": int(train_rows.numel()),
+        "heldout_tokens": int(heldout_rows.numel()),
+        "repeat_fraction": recipe.repeat_fraction,
+        "repeat_span": list(recipe.repeat_span),
+        "model_config": {k: v for k, v in recipe.model.items()},
+        "parameters": n_params,
+        "train_config": {
+            k: v
+            for k, v in asdict(config).items()
+            if k not in ("progress", "checkpoint_dir", "checkpoint_every", "device")
+        },
+        "steps": result.step,
+        "tokens_seen": result.tokens_seen,
+        "final_train_loss": round(result.final_train_loss, 4),
+        "heldout_loss": round(heldout_loss, 4),
+        "heldout_bits_per_token": round(heldout_loss / torch.log(torch.tensor(2.0)).item(), 4),
+        "eval_curve": [
+            [s, round(l, 4)] for s, l in zip(result.eval_steps, result.eval_losses, strict=True)
+        ],
+        "induction_scores": [[round(float(x), 3) for x in row] for row in induction],
+        "previous_token_scores": [[round(float(x), 3) for x in row] for row in previous],
+        "train_seconds": round(result.seconds, 1),
+        "data_seconds": round(data_seconds, 1),
+    }
+
+
+def _model_card(f: dict[str, Any]) -> str:
+    heads = [
+        f"L{l}H{h} {s:.2f}"
+        for l, row in enumerate(f["induction_scores"])
+        for h, s in enumerate(row)
+        if s > 0.4
+    ]
+    cfg = ", ".join(f"{k}={v}" for k, v in f["model_config"].items())
+    t = f["train_config"]
+    repeat = (
+        f"In {f['repeat_fraction']:.0%} of the training rows one span of "
+        f"{f['repeat_span'][0]}-{f['repeat_span'][1]} tokens is copied to a later random "
+        "position of the same row (`with_repeated_spans`), so that passages repeat "
+        "within the context; held-out rows are unchanged."
+        if f["repeat_fraction"]
+        else "The rows are the plain corpus."
+    )
+    return f"""# {f["name"]}
+
+{f["description"]}, trained from scratch with `lookingglass.training.train`.
+
+## Reproduce
+
+```bash
+{f["command"]}
+```
+
+(`lookingglass.training.default_models.train_default`; writes this folder. Trained with
+lookingglass {f["lookingglass"]}, torch {f["torch"]}, on {f["machine"]}, in
+{f["train_seconds"]:.0f} s of training plus {f["data_seconds"]:.0f} s of data preparation.)
+
+## Data
+
+- Corpus: {f["corpus"]["source"]}; `{f["corpus"]["version"]}`; {f["corpus"]["documents"]}
+  chapters, SHA-256 of the text `{f["corpus"]["sha256"]}`.
+- Split: every {f["corpus"]["heldout_every"]}th chapter is held out
+  ({f["heldout_tokens"]:,} tokens); the rest gives {f["train_tokens_available"]:,} training tokens.
+- Tokenizer: {f["tokenizer"]} (`<|endoftext|>` is BOS, EOS and padding); rows of
+  {f["model_config"]["n_ctx"]} tokens, BOS first, chapters joined by EOS.
+- {repeat}
+
+## Model
+
+`ModelConfig({cfg}, d_vocab=4096)`: {f["parameters"]:,} parameters, float32, LayerNorm,
+learned positions, untied embeddings.
+
+## Training
+
+{f["steps"]} steps of {t["batch_size"]} rows ({f["tokens_seen"]:,} tokens, about
+{f["tokens_seen"] / max(1, f["train_tokens_available"]):.1f} epochs), AdamW (betas {t["betas"]},
+weight decay {t["weight_decay"]} on matrices), lr {t["lr"]} with {t["warmup_steps"]} warmup
+steps and cosine decay to {t["min_lr_ratio"]}x, gradient clipping at {t["max_grad_norm"]},
+seed {t["seed"]}.
+
+## Results
+
+- Final training loss (mean of the last steps): {f["final_train_loss"]:.3f} nats/token.
+- Held-out loss: {f["heldout_loss"]:.3f} nats/token ({f["heldout_bits_per_token"]:.3f} bits/token).
+- Induction (prefix-matching) heads, score > 0.4 on repeated random tokens:
+  {", ".join(heads) or "none"}.
+- Induction scores by layer: {f["induction_scores"]}; previous-token scores:
+  {f["previous_token_scores"]}.
+- Held-out loss during training (step, loss): {f["eval_curve"]}.
+
+## Limits
+
+A small model of one old English text: it writes King James English and knows nothing
+else. Made for studying mechanisms, not for generating text.
+"""
+
+
+def add_train_default_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register `lookingglass train-default --name NAME [--out DIR] [--steps N]`."""
+    parser = subparsers.add_parser("train-default", help="retrain a shipped default model")
+    parser.add_argument("--name", required=True, choices=sorted(RECIPES))
+    parser.add_argument(
+        "--out", default=None, help="folder (default: lookingglass/pretrained/NAME)"
+    )
+    parser.add_argument("--steps", type=int, default=None, help="override the step count")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.set_defaults(func=_run_cli)
+    return parser
+
+
+def _run_cli(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = train_default(args.name, args.out, progress=not args.no_progress, n_steps=args.steps)
+    facts = json.loads((out / "training.json").read_text())
+    print(
+        f"{args.name}: held-out loss {facts['heldout_loss']:.3f}, {facts['train_seconds']:.0f} s "
+        f"of training; saved to {out}"
+    )
+    return 0

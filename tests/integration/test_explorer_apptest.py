@@ -1,0 +1,272 @@
+"""Every explorer page under Streamlit's `AppTest` (the app's scripts run in process, no
+browser): widgets set, and what the page shows checked against the library's analysis
+functions. Bad input shows an error on the page, never an exception, and the app keeps
+working after it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lookingglass import HookedTransformer
+from lookingglass.analysis import induction_scores
+from lookingglass.explorer import ENV, compute, sources
+from lookingglass.interventions import Component, per_token_loss_change
+from tests._explorer_helpers import make_dynamics_folder, make_store, save_tiny_model
+
+streamlit_testing = pytest.importorskip(
+    "streamlit.testing.v1", reason="the explorer needs streamlit"
+)
+APP = Path(__file__).resolve().parents[2] / "lookingglass" / "explorer" / "app.py"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("apptest_model"))
+
+
+@pytest.fixture(scope="module")
+def model(model_dir):
+    return HookedTransformer.from_pretrained(model_dir, device="cpu").eval().requires_grad_(False)
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory, model_dir):
+    folder = tmp_path_factory.mktemp("apptest_sources")
+    return {
+        "model": str(model_dir),
+        "store": str(make_store(folder / "runs.db")),
+        "snapshots": str(make_dynamics_folder(folder / "run")),
+    }
+
+
+@pytest.fixture
+def app(monkeypatch, settings):
+    """`app(page, **overrides)`: the app run on one page (a `*_page.py` file name)."""
+
+    def open_page(page: str = "prompt_page.py", **overrides):
+        for name, variable in ENV.items():
+            monkeypatch.delenv(variable, raising=False)
+            value = {**settings, **overrides}.get(name)
+            if value is not None:
+                monkeypatch.setenv(variable, value)
+        at = streamlit_testing.AppTest.from_file(str(APP), default_timeout=120).run()
+        if page != "prompt_page.py":
+            at.switch_page(page).run()
+        assert not at.exception, [e.value for e in at.exception]
+        return at
+
+    return open_page
+
+
+def errors(at) -> list[str]:
+    return [e.value for e in at.error]
+
+
+def tables(at, *columns: str) -> list:
+    """The page's dataframes (as pandas) that have all these columns, in page order
+    (AppTest does not expose a dataframe's key)."""
+    return [d.value for d in at.dataframe if set(columns) <= set(d.value.columns)]
+
+
+def charts(at) -> int:
+    return len(at.get("plotly_chart"))
+
+
+# ------------------------------------------------------------------------- prompt
+def test_prompt_page_shows_the_models_numbers(app, model):
+    at = app()
+    prompt = at.text_area(key="prompt").value
+    assert not errors(at)
+    assert [h.value for h in at.subheader] == [
+        "Tokens",
+        "Top next-token predictions",
+        "Attention patterns",
+        "Logit lens",
+        "Direct logit attribution",
+    ]
+    tokens = model.to_tokens(prompt)
+    logits = model(tokens)[0]
+    table = tables(at, "#1")[0]
+    assert table["token"].tolist() == model.to_str_tokens(prompt)
+    top = logits.softmax(-1)[3].topk(2)
+    assert (
+        table["#1"][3]
+        == f"{model.to_single_str_token(int(top.indices[0]))!r} {float(top.values[0]):.1%}"
+    )
+    loss = model(tokens, return_type="loss")
+    assert any(f"mean {float(loss):.3f} nats" in c.value for c in at.caption)
+    # The attribution defaults to the top prediction at the last position.
+    last = logits[-1]
+    caption = next(c.value for c in at.caption if c.value.startswith("Toward"))
+    assert f"is **{float(last.max()):.3f}**" in caption
+    assert charts(at) == 4  # attention grid, logit lens, attribution per head and per layer
+
+
+def test_prompt_page_widgets_attribution_and_enlarged_head(app, model):
+    at = app()
+    at.text_area(key="prompt").set_value("And Abraham said unto Abimelech, And Abraham said").run()
+    at.text_input(key="dla_answer").set_value(" Abraham").run()
+    at.text_input(key="dla_wrong").set_value(" God").run()
+    assert not at.exception and not errors(at)
+    n = len(model.to_tokens("And Abraham said unto Abimelech, And Abraham said")[0])
+    expected = compute.direct_logit_attribution(
+        model, "And Abraham said unto Abimelech, And Abraham said", n - 1, " Abraham", " God"
+    )
+    caption = next(c.value for c in at.caption if c.value.startswith("Toward"))
+    assert (
+        caption.startswith("Toward ' Abraham' - ' God'") and f"**{expected.logit:.3f}**" in caption
+    )
+    before = charts(at)
+    at.get_by_key("enlarge").set_value("L1H2").run()
+    assert charts(at) == before + 1 and not at.exception
+
+
+@pytest.mark.parametrize("prompt, message", [("", "empty"), (" and" * 300, "tokens long")])
+def test_prompt_page_reports_bad_prompts_and_recovers(app, prompt, message):
+    at = app()
+    at.text_area(key="prompt").set_value(prompt).run()
+    assert not at.exception and any(message in e for e in errors(at))
+    at.text_area(key="prompt").set_value("And God said").run()
+    assert not at.exception and not errors(at) and charts(at) == 4
+
+
+def test_prompt_page_reports_tokens_that_are_not_one_token(app):
+    at = app()
+    at.text_input(key="dla_answer").set_value("Abimelechzz").run()
+    assert not at.exception and any("not a single token" in e for e in errors(at))
+    assert tables(at, "#1")  # the rest of the page is still there
+
+
+# ----------------------------------------------------------------------- circuits
+def test_circuits_page_names_the_strongest_induction_head(app, model):
+    at = app("circuits_page.py")
+    scores = induction_scores(model, seq_len=50, n_seq=10)
+    layer, head = divmod(int(scores.argmax()), model.cfg.n_heads)
+    assert (
+        f"Strongest induction head: **L{layer}H{head}** (induction score {float(scores.max()):.2f})"
+        in at.markdown[0].value
+    )
+    at.selectbox(key="circuit_head").set_value("L1H3").run()
+    at.text_input(key="qk_token").set_value(" said").run()
+    at.text_input(key="ov_token").set_value(" God").run()
+    view = compute.circuit_view(model, 1, 3, " said", " God")
+    assert at.subheader[0].value == f"L1H3: copying score {view.copying_score:.3f}"
+    qk = tables(at, "score")[0]
+    assert qk["id"].tolist() == [t.token_id for t in view.top_keys]
+    np.testing.assert_allclose(qk["score"], [round(t.value, 4) for t in view.top_keys])
+    assert tables(at, "logit")[0]["id"].tolist() == [t.token_id for t in view.boosted]
+    assert tables(at, "logit")[1]["id"].tolist() == [t.token_id for t in view.suppressed]
+
+
+def test_circuits_page_reports_bad_heads_and_tokens(app):
+    at = app("circuits_page.py")
+    at.query_params["head"] = "L9H9"
+    at.run()
+    assert not at.exception and any("L9H9" in e and "does not have" in e for e in errors(at))
+    at.text_input(key="qk_token").set_value("").run()
+    assert any("No token" in e for e in errors(at))
+
+
+# ------------------------------------------------------------------------- browse
+def test_browse_page_ablates_and_reports_the_loss(app, model):
+    at = app("browse_page.py")
+    at.selectbox(key="component").set_value("L1H2").run()
+    at.radio(key="method").set_value("zero").run()
+    assert not errors(at)
+    tokens = sources.example_tokens(model, sources.corpus_dataset().texts[0])
+    clean = model(tokens, return_type="loss", loss_per_token=True)[0]
+    change = per_token_loss_change(model, tokens, Component.head(1, 2), "zero")[0]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Mean loss, clean"] == f"{float(clean.mean()):.4f}"
+    assert metrics["Mean loss, L1H2 zero-ablated"] == f"{float((clean + change).mean()):.4f}"
+    helps = tables(at, "loss change")[0]
+    assert helps["loss change"][0] == pytest.approx(round(float(change.max()), 4))
+    at.radio(key="method").set_value("mean").run()
+    rows = sources.reference_rows(model, sources.corpus_dataset())
+    change = per_token_loss_change(model, tokens, Component.head(1, 2), "mean", data=rows)[0]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Mean loss, L1H2 mean-ablated"] == f"{float((clean + change).mean()):.4f}"
+    assert charts(at) == 2  # the loss curves and the head's attention
+
+
+def test_browse_page_other_examples_and_layers(app, model):
+    at = app("browse_page.py")
+    at.selectbox(key="doc").set_value(3).run()
+    at.selectbox(key="component").set_value("attn 0").run()
+    at.number_input(key="start_3").set_value(20).run()
+    assert not at.exception and not errors(at)
+    text = sources.corpus_dataset().texts[3]
+    tokens = sources.example_tokens(model, text, start=20)
+    clean = model(tokens, return_type="loss")
+    assert {m.label: m.value for m in at.metric}["Mean loss, clean"] == f"{float(clean):.4f}"
+    assert charts(at) == 1  # no attention pattern for a whole layer
+
+
+# --------------------------------------------------------------------- schematics
+def test_schematics_page_steps_and_sums(app, model):
+    at = app("schematics_page.py")
+    at.selectbox(key="schematic_head").set_value("L0H1").run()
+    prompt = at.text_input(key="schematic_prompt").value
+    n = len(model.to_tokens(prompt)[0])
+    at.number_input(key=f"schematic_pos_{n}").set_value(3).run()
+    assert not at.exception and not errors(at)
+    checks = tables(at, "max |recomputed - cached|")[0]
+    assert (checks["max |recomputed - cached|"].astype(float) < 1e-4).all()
+    _, cache = model.run_with_cache(model.to_tokens(prompt))
+    scores = tables(at, "pattern (softmax)")[0]
+    np.testing.assert_allclose(
+        scores["pattern (softmax)"], cache["pattern", 0][0, 1, 3, :4].numpy().round(4), atol=1e-4
+    )
+    resid = tables(at, "norm of write")[0]
+    stack = cache.decompose_resid(layer=-1, pos_slice=3)[:, 0]
+    np.testing.assert_allclose(
+        resid["norm of write"], stack.norm(dim=-1).numpy().round(3), atol=1e-3
+    )
+    at.text_input(key="schematic_prompt").set_value("").run()
+    assert any("empty" in e for e in errors(at)) and not at.exception
+
+
+# -------------------------------------------------------------------- experiments
+def test_experiments_page_lists_runs_and_plots(app):
+    at = app("experiments_page.py")
+    runs = tables(at, "experiment")[0]
+    assert runs["experiment"].tolist() == ["toy_losses"] and runs["status"].tolist() == ["ok"]
+    assert tables(at, "name", "value")[0]["value"].tolist() == ["1.0"]
+    assert "toy_losses" in at.subheader[0].value
+    assert charts(at) == 1 and len(at.image) == 1  # the plotly figure and the PNG
+
+
+def test_experiments_and_dynamics_pages_without_sources(app):
+    at = app("experiments_page.py", store=None)
+    assert "--store" in at.info[0].value
+    at = app("dynamics_page.py", snapshots=None)
+    assert "--snapshots" in at.info[0].value
+
+
+def test_bad_store_path_is_an_error_on_the_page(app, tmp_path):
+    (tmp_path / "x.db").write_text("text")
+    at = app("experiments_page.py", store=str(tmp_path / "x.db"))
+    assert any("not an experiment store" in e for e in errors(at))
+
+
+# ------------------------------------------------------------------------ dynamics
+def test_dynamics_page_shows_head_scores_and_pca(app):
+    at = app("dynamics_page.py")
+    assert "**L1H2 (0.85, above threshold from step 40)**" in at.markdown[0].value
+    assert charts(at) == 4  # induction, previous-token, losses, PCA trajectory
+
+
+# ------------------------------------------------------------------ a bad model
+def test_a_model_that_does_not_load_is_an_error_on_every_model_page(app, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    for page in ("prompt_page.py", "circuits_page.py", "browse_page.py", "schematics_page.py"):
+        for model in (str(tmp_path / "missing"), str(broken)):
+            at = app(page, model=model)
+            assert any("Could not load the model" in e for e in errors(at)), (page, model)
+    at = app("experiments_page.py", model=str(tmp_path / "missing"))
+    assert not errors(at) and tables(at, "experiment")
