@@ -9,7 +9,7 @@ initialization seed (the correlation model's lag weights start at the dot produc
 data order, schedule.
 
     python examples/compare_correlation_attention.py [--steps 500] [--seeds 0 1]
-        [--out docs/correlation_attention.json]
+        [--out docs/correlation_attention.json] [--threads 1]
 """
 
 from __future__ import annotations
@@ -73,7 +73,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--out", default="docs/correlation_attention.json")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     started = time.perf_counter()
     corpus, tokenizer, train_rows, heldout_rows = corpus_data(N_CTX)
     records = [

@@ -48,15 +48,20 @@ def run_demo(
     started = time.perf_counter()
     prompt = prompt or DEFAULT_PROMPT
     model = HookedTransformer.from_pretrained(model_name, device="cpu")
-    tokens = model.to_tokens(prompt)
-    str_tokens = model.to_str_tokens(tokens)
-    logits, cache = model.run_with_cache(tokens)
-    probs = logits[0, -1].softmax(-1)
-    top = probs.topk(TOP_K)
-    predictions = [(model.to_single_str_token(int(t)), float(p)) for p, t in zip(*top, strict=True)]
-    induction = induction_scores(model)
-    previous = previous_token_scores(model)
-    found = _heads_above(induction, INDUCTION_THRESHOLD)
+    with torch.no_grad():
+        tokens = model.to_tokens(prompt)
+        str_tokens = model.to_str_tokens(tokens)
+        logits, cache = model.run_with_cache(tokens)
+        top = logits[0, -1].softmax(-1).topk(TOP_K)
+        predictions = [
+            (model.to_single_str_token(int(t)), float(p)) for p, t in zip(*top, strict=True)
+        ]
+        scores = {
+            "induction": induction_scores(model),
+            "on prompt": _prompt_induction(model, tokens),
+            "previous token": previous_token_scores(model),
+        }
+    found = _heads_above(scores, INDUCTION_THRESHOLD)
 
     print(
         f"model: {model_name} ({model.cfg.n_layers} layers, {model.cfg.n_heads} heads each, "
@@ -67,18 +72,21 @@ def run_demo(
     for token, p in predictions:
         print(f"  {token!r:>16}  {p:6.1%}")
     if found:
-        print(f"induction heads (prefix-matching score > {INDUCTION_THRESHOLD} on repeated random "
-              "tokens):")
-        for label, score in found:
-            layer, head = _layer_head(label)
-            prev = float(previous[layer, head])
-            print(f"  {label}  induction {score:.2f}  previous-token {prev:.2f}")
+        print(
+            f"induction heads (score > {INDUCTION_THRESHOLD}: prefix-matching on repeated random "
+            "tokens, or induction attention on this prompt):"
+        )
+        for layer, head in found:
+            print(
+                f"  L{layer}H{head}  induction {float(scores['induction'][layer, head]):.2f}  "
+                f"on prompt {float(scores['on prompt'][layer, head]):.2f}  "
+                f"previous-token {float(scores['previous token'][layer, head]):.2f}"
+            )
     else:
         print(f"no head has an induction score above {INDUCTION_THRESHOLD}.")
 
-    report = _report_html(
-        model, model_name, prompt, str_tokens, cache, predictions, induction, previous
-    )
+    with torch.no_grad():
+        report = _report_html(model, model_name, prompt, str_tokens, cache, predictions, scores)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report, encoding="utf-8")
@@ -86,20 +94,27 @@ def run_demo(
     return 0
 
 
-def _heads_above(scores: torch.Tensor, threshold: float) -> list[tuple[str, float]]:
-    found = [(f"L{l}H{h}", float(scores[l, h])) for l, h in (scores > threshold).nonzero().tolist()]
-    return sorted(found, key=lambda item: -item[1])
+def _prompt_induction(model, tokens: torch.Tensor) -> torch.Tensor:
+    """`text_induction_attention` on the prompt (zeros when no token repeats)."""
+    from lookingglass.errors import InputError
+    from lookingglass.training.dynamics import text_induction_attention
+
+    bos = model.tokenizer.bos_token_id if model.tokenizer is not None else None
+    try:
+        return text_induction_attention(model, tokens, ignore=(bos,) if bos is not None else ())
+    except InputError:
+        return torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
 
 
-def _layer_head(label: str) -> tuple[int, int]:
-    layer, head = label[1:].split("H")
-    return int(layer), int(head)
+def _heads_above(scores: dict[str, torch.Tensor], threshold: float) -> list[tuple[int, int]]:
+    """Heads whose induction or prompt-induction score exceeds `threshold`, best first."""
+    best = torch.maximum(scores["induction"], scores["on prompt"])
+    heads = [tuple(lh) for lh in (best > threshold).nonzero().tolist()]
+    return sorted(heads, key=lambda lh: -float(best[lh]))
 
 
 # ------------------------------------------------------------------------ report
-def _report_html(
-    model, model_name, prompt, str_tokens, cache, predictions, induction, previous
-) -> str:
+def _report_html(model, model_name, prompt, str_tokens, cache, predictions, scores) -> str:
     import plotly.offline
 
     from lookingglass import plot
@@ -144,11 +159,13 @@ def _report_html(
         f"<tr><td>{html.escape(repr(t))}</td><td>{p:.1%}</td></tr>" for t, p in predictions
     )
     head_rows = "".join(
-        f"<tr><td>L{l}H{h}</td><td>{float(induction[l, h]):.3f}</td>"
-        f"<td>{float(previous[l, h]):.3f}</td></tr>"
+        f"<tr><td>L{l}H{h}</td>"
+        + "".join(f"<td>{float(v[l, h]):.3f}</td>" for v in scores.values())
+        + "</tr>"
         for l in range(model.cfg.n_layers)
         for h in range(model.cfg.n_heads)
     )
+    head_header = "".join(f"<th>{html.escape(name)}</th>" for name in scores)
     divs = "\n".join(f.plotly.to_html(include_plotlyjs=False, full_html=False) for f in figures)
     return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>lookingglass demo: {html.escape(model_name)}</title>
@@ -162,9 +179,12 @@ vocabulary {model.cfg.d_vocab}, context {model.cfg.n_ctx}. Everything below was 
 from the shipped weights; this file needs no network.</p>
 <h2>Prompt ({len(str_tokens)} tokens)</h2><pre>{html.escape(prompt)}</pre>
 <h2>Top next-token predictions</h2><table><tr><th>token</th><th>probability</th></tr>{rows}</table>
-<h2>Head scores</h2><p>Induction (prefix-matching) score on repeated random tokens, and
-previous-token score; heads above {INDUCTION_THRESHOLD} count as induction heads.</p>
-<table><tr><th>head</th><th>induction</th><th>previous token</th></tr>{head_rows}</table>
+<h2>Head scores</h2><p><i>induction</i>: prefix-matching score on repeated uniformly random
+tokens (attention from a repeated token to the token after its first occurrence);
+<i>on prompt</i>: the attention each head puts right after earlier occurrences of the current
+token in this prompt; <i>previous token</i>: attention to the previous position. Heads above
+{INDUCTION_THRESHOLD} on either induction measure count as induction heads.</p>
+<table><tr><th>head</th>{head_header}</tr>{head_rows}</table>
 <h2>Attention patterns, logit lens, direct logit attribution</h2>
 {divs}
 </body></html>

@@ -25,6 +25,6 @@ PY=.venv/bin/python
 if "$PY" -c "import playwright, streamlit" 2>/dev/null; then
   echo "playwright and streamlit already installed"
 else
-  "$PY" -m pip install --quiet "torch==$TORCH_VERSION" playwright streamlit
+  "$PY" -m pip install --quiet "torch==$TORCH_VERSION" "playwright>=1.40" "streamlit>=1.67,<2"
   echo "installed playwright and streamlit"
 fi

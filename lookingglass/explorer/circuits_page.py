@@ -18,8 +18,11 @@ def render() -> None:
         scores = state.head_scores()
         best, best_score = scores.strongest(scores.induction)
         prev, prev_score = scores.strongest(scores.previous_token)
+        weak = (
+            " (no head is a clear induction head: all score under 0.3)" if best_score < 0.3 else ""
+        )
         st.markdown(
-            f"Strongest induction head: **{best}** (induction score {best_score:.2f}); "
+            f"Strongest induction head: **{best}** (induction score {best_score:.2f}){weak}; "
             f"strongest previous-token head: **{prev}** ({prev_score:.2f})."
         )
         _score_tables(scores)

@@ -19,12 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from lookingglass.explorer import DEFAULT_MODEL, ENV
-from lookingglass.explorer.sources import (
-    SourceError,
-    check_data_path,
-    check_snapshots_path,
-    check_store_path,
-)
 
 APP = Path(__file__).resolve().parent / "app.py"
 
@@ -64,6 +58,12 @@ def streamlit_command(args: argparse.Namespace) -> tuple[list[str], dict[str, st
         SourceError: a data, store or snapshots path that is missing or unusable.
         ValueError: a port outside 1..65535.
     """
+    from lookingglass.explorer.sources import (  # here: `lookingglass --help` stays light
+        check_data_path,
+        check_snapshots_path,
+        check_store_path,
+    )
+
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be in 1..65535, got {args.port}.")
     env = dict(os.environ)
@@ -119,6 +119,8 @@ def run_explore(args: argparse.Namespace) -> int:
     except ImportError:
         print("error: the explorer needs Streamlit: pip install streamlit", file=sys.stderr)
         return 2
+    from lookingglass.explorer.sources import SourceError
+
     try:
         command, env = streamlit_command(args)
     except (SourceError, ValueError) as error:

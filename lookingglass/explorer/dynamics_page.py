@@ -24,7 +24,10 @@ def render() -> None:
         )
         return
     with state.guarded():
-        view = state.dynamics(path)
+        with st.spinner(
+            "Measuring the snapshots (once; a run folder's dynamics.npz is read instead)..."
+        ):
+            view = state.dynamics()
         st.caption(
             f"{len(view.steps)} snapshots, steps {int(view.steps[0])} to {int(view.steps[-1])}; "
             f"from {view.origin}"

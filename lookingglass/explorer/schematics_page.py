@@ -12,7 +12,6 @@ from lookingglass import plot
 from lookingglass.explorer import compute, state, views
 
 DEFAULT_PROMPT = "And God said, Let there be light: and there was light."
-SHOWN_DIMS = 48  # columns of a vector heatmap
 
 
 def render() -> None:
@@ -35,36 +34,6 @@ def render() -> None:
         _residual(state.residual(state.model_key(), prompt, int(position)))
 
 
-def _vectors(
-    values: np.ndarray, rows: list[str], title: str, key: str, zmid: float | None = 0.0
-) -> None:
-    shown = values[:, :SHOWN_DIMS]
-    cols = [str(i) for i in range(shown.shape[1])]
-    more = (
-        f" (first {SHOWN_DIMS} of {values.shape[1]} dimensions)"
-        if values.shape[1] > SHOWN_DIMS
-        else ""
-    )
-    low, high = plot.figure.symmetric_range(shown)
-    panel = plot.Heatmap(
-        shown,
-        cols,
-        rows,
-        colorscale="rdbu",
-        zmin=low,
-        zmax=high,
-        zmid=zmid,
-        x_title="dimension",
-        title="",
-    )
-    views.show(
-        plot.Figure(
-            [panel], title=title + more, cols=1, panel_size=(8.0, max(1.5, 0.25 * len(rows) + 0.8))
-        ),
-        key=key,
-    )
-
-
 def _embeddings(view) -> None:
     st.header("1. Embeddings")
     rows = [f"{i}: {views.shown_token(t)!r}" for i, t in enumerate(view.str_tokens)]
@@ -84,9 +53,10 @@ def _embeddings(view) -> None:
         key="embed_ids",
         height=200,
     )
-    _vectors(view.token_embed, rows, "Token embeddings W_E[token]", "token_embed")
+    panels = [("Token embeddings W_E[token]", view.token_embed, rows)]
     if view.pos_embed is not None:
-        _vectors(view.pos_embed, rows, "Positional embeddings W_pos[position]", "pos_embed")
+        panels.append(("Positional embeddings W_pos[position]", view.pos_embed, rows))
+    views.vector_panels(panels, key="embeddings")
     st.caption(f"Check: |W_E[token] + W_pos[position] - resid_pre[0]| <= {view.max_abs_diff:.2e}")
 
 
@@ -108,8 +78,6 @@ def _head(steps) -> None:
             f"This model's attention has an extra step: {note}. The numbers below are the cached "
             "activations; the step-by-step recomputation checks are skipped."
         )
-    _vectors(steps.q[None], ["q"], f"q = x[{steps.position}] W_Q + b_Q", "step_q")
-    _vectors(steps.k, keys, "k = x W_K + b_K (one row per key position)", "step_k")
     frame = pd.DataFrame(
         {
             "key": keys,
@@ -118,13 +86,15 @@ def _head(steps) -> None:
         }
     )
     st.dataframe(frame, hide_index=True, key="step_scores")
-    _vectors(steps.v, keys, "v = x W_V + b_V", "step_v")
-    _vectors(np.stack([steps.z]), ["z"], "z = pattern · v", "step_z")
-    _vectors(
-        steps.result[None],
-        ["z W_O"],
-        "The head's write to the residual stream: z W_O",
-        "step_result",
+    views.vector_panels(
+        [
+            (f"q = x[{steps.position}] W_Q + b_Q", steps.q[None], ["q"]),
+            ("k = x W_K + b_K (a row per key position)", steps.k, keys),
+            ("v = x W_V + b_V", steps.v, keys),
+            ("z = pattern · v", steps.z[None], ["z"]),
+            ("the head's write to the residual stream: z W_O", steps.result[None], ["z W_O"]),
+        ],
+        key="head_steps",
     )
     if steps.checks:
         st.dataframe(

@@ -292,7 +292,7 @@ class DynamicsView:
     origin: str
 
 
-def dynamics_view(path: str | Path, n_tokens: int = 300) -> DynamicsView:
+def dynamics_view(path: str | Path, n_tokens: int = 200) -> DynamicsView:
     """Read `dynamics.npz`, or measure the snapshots (`analyze_snapshots`) on held-out
     rows: the corpus for models with a tokenizer, synthetic induction data without."""
     path = check_snapshots_path(path)
@@ -326,4 +326,4 @@ def _measure(folder: Path, n_tokens: int):
             max(n_tokens, 100), seq_len=seq_len, d_vocab=last.cfg.d_vocab, seed=1
         )
     n_tokens = min(n_tokens, len(rows))
-    return analyze_snapshots(snapshots, rows[:200], sample_tokens(rows, n_tokens), probe_rows=5)
+    return analyze_snapshots(snapshots, rows[:64], sample_tokens(rows, n_tokens), probe_rows=5)

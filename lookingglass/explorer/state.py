@@ -156,22 +156,29 @@ def head_scores() -> compute.HeadScores:
     return resource(("head_scores", model_key()), lambda: with_model(compute.head_scores))
 
 
+def dynamics() -> sources.DynamicsView | None:
+    """The Training dynamics page's numbers (once per process); None without snapshots."""
+    path = setting("snapshots")
+    if path is None:
+        return None
+    return resource(("dynamics", path), lambda: sources.dynamics_view(path))
+
+
 def prefetch() -> None:
-    """Load the model, score the heads and read the dataset and the mean-ablation
-    reference in a background thread, so that the first visit of each page is fast.
-    Starts once per process."""
+    """Load the model, score the heads, read the dataset and the mean-ablation reference
+    and measure the snapshots in a background thread, so that the first visit of each
+    page is fast. Starts once per process."""
     with _GUARD:
         if _RESOURCES.get(("prefetch",)):
             return
         _RESOURCES[("prefetch",)] = True
 
     def warm() -> None:
-        try:
-            load_model()
-            head_scores()
-            component_means()
-        except Exception:  # the page reports it when it needs the data itself
-            _LOG.info("prefetching the dataset failed", exc_info=True)
+        for step in (load_model, head_scores, component_means, dynamics):
+            try:
+                step()
+            except Exception:  # the page that needs it reports it
+                _LOG.info("prefetching %s failed", step.__name__, exc_info=True)
 
     threading.Thread(target=warm, name="explorer-prefetch", daemon=True).start()
 
@@ -225,12 +232,6 @@ def head_steps(key: str, prompt: str, layer: int, head: int, position: int) -> s
 def residual(key: str, prompt: str, position: int) -> schematics.ResidualSum:
     """`schematics.residual_sum`."""
     return with_model(schematics.residual_sum, prompt, position)
-
-
-@st.cache_data(max_entries=2, show_spinner="Measuring the snapshots...")
-def dynamics(path: str) -> sources.DynamicsView:
-    """`sources.dynamics_view`."""
-    return sources.dynamics_view(path)
 
 
 # ----------------------------------------------------------------------- errors

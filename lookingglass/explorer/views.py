@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
+from plotly.subplots import make_subplots
 
-from lookingglass import plot
 from lookingglass.explorer.compute import TokenScore
 
 PLOTLY_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["sendDataToCloud"]}
@@ -57,29 +57,77 @@ def attention_heatmap(pattern: np.ndarray, str_tokens: Sequence[str], title: str
 
 
 def head_grid(
-    values: np.ndarray, title: str, key: str, zmin: float | None = 0.0, zmax: float | None = 1.0
+    values: np.ndarray, title: str, key: str, zmin: float = 0.0, zmax: float = 1.0
 ) -> None:
-    """A layer x head heatmap of per-head values, each written in its cell."""
+    """A layer x head heatmap of per-head values, each written in its cell (a diverging
+    scale when `zmin` is negative)."""
     n_layers, n_heads = values.shape
-    text = np.vectorize(lambda v: "" if not np.isfinite(v) else f"{v:.2f}")(values).astype(object)
-    panel = plot.Heatmap(
-        values,
-        [f"H{h}" for h in range(n_heads)],
-        [f"L{l}" for l in range(n_layers)],
-        text=text,
-        colorscale="blues" if zmin == 0.0 else "rdbu",
-        zmin=zmin,
-        zmax=zmax,
-        zmid=None if zmin == 0.0 else 0.0,
-        x_title="head",
-        y_title="layer",
-        title="",
+    text = [["" if not np.isfinite(v) else f"{v:.2f}" for v in row] for row in values]
+    fig = go.Figure(
+        go.Heatmap(
+            z=values,
+            x=[f"H{h}" for h in range(n_heads)],
+            y=[f"L{l}" for l in range(n_layers)],
+            text=text,
+            texttemplate="%{text}",
+            zmin=zmin,
+            zmax=zmax,
+            colorscale="RdBu" if zmin < 0 else "Blues",
+            zmid=0.0 if zmin < 0 else None,
+            colorbar=dict(thickness=10),
+            hovertemplate="%{y}%{x}: %{z:.3f}<extra></extra>",
+        )
     )
-    show(
-        plot.Figure([panel], title=title, cols=1, panel_size=(4.0, 2.0)),
-        key=key,
-        height=140 + 28 * n_layers,
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(
+        title_text=title,
+        height=120 + 40 * n_layers,
+        template="plotly_white",
+        margin=dict(l=40, r=10, t=40, b=30),
     )
+    show(fig, key=key)
+
+
+def vector_panels(
+    panels: Sequence[tuple[str, np.ndarray, Sequence[str]]], key: str, max_dims: int = 48
+) -> None:
+    """Stacked heatmaps of vectors in one figure: each panel is (title, values
+    `[rows, dims]`, a label per row), on its own diverging scale centred at 0 (hover for
+    the values). Only the first `max_dims` dimensions are drawn."""
+    heights = [len(rows) + 2.5 for _, _, rows in panels]
+    titles = [
+        title
+        + (f" (first {max_dims} of {values.shape[1]} dims)" if values.shape[1] > max_dims else "")
+        for title, values, _ in panels
+    ]
+    fig = make_subplots(
+        rows=len(panels),
+        cols=1,
+        row_heights=heights,
+        subplot_titles=titles,
+        vertical_spacing=0.25 / len(panels),
+    )
+    for index, (_, values, rows) in enumerate(panels):
+        shown = values[:, :max_dims]
+        bound = float(np.abs(shown).max()) or 1.0
+        fig.add_heatmap(
+            z=shown,
+            y=list(rows),
+            colorscale="RdBu",
+            zmin=-bound,
+            zmax=bound,
+            showscale=False,
+            hovertemplate="%{y}, dim %{x}: %{z:.4f}<extra></extra>",
+            row=index + 1,
+            col=1,
+        )
+        fig.update_yaxes(autorange="reversed", row=index + 1, col=1)
+    fig.update_layout(
+        height=int(60 * len(panels) + 16 * sum(heights)),
+        template="plotly_white",
+        margin=dict(l=10, r=10, t=40, b=20),
+    )
+    show(fig, key=key)
 
 
 def shown_token(token: str) -> str:

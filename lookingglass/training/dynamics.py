@@ -112,6 +112,39 @@ def icl_score(per_position_loss: Float[Tensor, "... seq_len_minus_1"]) -> Float[
     return late_loss - per_position_loss[..., early.start - 1 : early.stop - 1].mean(-1)
 
 
+@torch.no_grad()
+def text_induction_attention(
+    model: Any, tokens: Int[Tensor, "batch pos"], ignore: tuple[int, ...] = ()
+) -> Float[Tensor, "n_layers n_heads"]:
+    """How much each head attends like an induction head on real text.
+
+    For every query position q whose token occurred before at some j with j + 1 < q, the
+    head's attention mass on the positions j + 1 right after those earlier occurrences;
+    averaged over such queries (and rows). Queries whose token is in `ignore` (e.g. BOS)
+    are skipped. The prefix-matching score (`induction_scores`) asks the same of
+    repeated uniformly random tokens; this asks it of the text in front of the model,
+    where frequent tokens, which a small model knows best, dominate.
+    """
+    tokens = tokens.to(model.W_E.device)
+    n = tokens.shape[1]
+    earlier = torch.ones(n, n, dtype=torch.bool, device=tokens.device).tril(-2)
+    occurs = (tokens[:, :, None] == tokens[:, None, :]) & earlier  # [batch, q, j]
+    targets = torch.zeros_like(occurs)
+    targets[:, :, 1:] = occurs[:, :, :-1]  # key k = j + 1
+    for token in ignore:
+        targets &= (tokens != token)[:, :, None]
+    has_target = targets.any(-1)  # [batch, q]
+    if not bool(has_target.any()):
+        raise InputError("No token of the input occurs twice: nothing to measure.")
+    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layers)]
+    _, cache = model.run_with_cache(tokens, names_filter=names)
+    out = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
+    for layer, name in enumerate(names):
+        mass = (cache[name] * targets[:, None].to(cache[name].dtype)).sum(-1)  # [b, h, q]
+        out[layer] = (mass * has_target[:, None]).sum((0, 2)).cpu() / has_target.sum().cpu()
+    return out
+
+
 # ------------------------------------------------------------------- over snapshots
 @dataclass
 class Dynamics:

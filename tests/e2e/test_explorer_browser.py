@@ -4,10 +4,11 @@ through every page, checking real content, that the browser logged no error, tha
 request left this machine (everything is served locally: no CDN), and saving a
 screenshot of each page.
 
-The model is the shipped one when installed, else a small random one
-(LOOKINGGLASS_E2E_MODEL=name_or_folder picks another). Set LOOKINGGLASS_SCREENSHOTS=folder
-to keep the screenshots there (the docs' are made so); otherwise they go to pytest's
-temporary folder. Needs /usr/bin/chromium and the
+The model is the shipped one when installed, else a small random one; the store and
+the snapshots are small made-up ones. LOOKINGGLASS_E2E_MODEL, LOOKINGGLASS_E2E_STORE
+and LOOKINGGLASS_E2E_SNAPSHOTS pick others (the checks read what to expect from them).
+Set LOOKINGGLASS_SCREENSHOTS=folder to keep the screenshots there (the docs' are made
+so); otherwise they go to pytest's temporary folder. Needs /usr/bin/chromium and the
 `playwright` package: `scripts/install_browser.sh` installs both.
 """
 
@@ -72,7 +73,8 @@ def free_port() -> int:
 def setup(tmp_path_factory):
     folder = tmp_path_factory.mktemp("e2e")
     model = os.environ.get("LOOKINGGLASS_E2E_MODEL") or shipped_or_tiny_model(folder / "model")
-    store, run = make_store(folder / "runs.db"), make_dynamics_folder(folder / "run")
+    store = os.environ.get("LOOKINGGLASS_E2E_STORE") or make_store(folder / "runs.db")
+    run = os.environ.get("LOOKINGGLASS_E2E_SNAPSHOTS") or make_dynamics_folder(folder / "run")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ENV.values()}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
@@ -106,7 +108,7 @@ def setup(tmp_path_factory):
                         f"The explorer did not start:\n{(folder / 'server.log').read_text()}"
                     ) from None
                 time.sleep(0.5)
-        yield {"url": url, "model": model, "folder": folder}
+        yield {"url": url, "model": model, "store": store, "snapshots": run}
     finally:
         server.terminate()  # the CLI replaced itself by the server: this stops it
         try:
@@ -229,14 +231,22 @@ def _walk(browser: Browser, setup, model) -> None:
     assert "Mean loss, clean" in text and f"{float(clean):.4f}" in text
     browser.screenshot("browse")
 
-    browser.open("Schematics", charts=8)
+    browser.open("Schematics", charts=3)
     assert "One attention head, step by step" in browser.text()
     browser.screenshot("schematics")
 
-    browser.open("Experiments", charts=1)
-    assert "toy_losses" in browser.text()
+    bench = sources.open_bench(setup["store"])
+    try:
+        newest = sources.run_rows(bench)[0]
+    finally:
+        bench.close()
+    browser.open("Experiments", charts=sum(p.endswith(".plotly.json") for p in newest.plots))
+    assert f"Run {newest.run_id}: {newest.name}@{newest.version}" in browser.text()
     browser.screenshot("experiments")
 
     browser.open("Training dynamics", charts=4)
-    assert "L1H2 (0.85, above threshold from step 40)" in browser.text()
+    first = sources.dynamics_view(setup["snapshots"]).summary["induction_heads"][0]
+    assert (
+        f"{first['head']} ({first['final_score']:.2f}, above threshold from step" in browser.text()
+    )
     browser.screenshot("dynamics")

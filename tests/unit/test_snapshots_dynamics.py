@@ -165,3 +165,23 @@ def test_phase_change_finds_the_jump_and_its_overlap():
     assert windows_overlap(found, phase_change(steps, jump * 0.5, min_rise=0.1, smooth_width=1))
     flat = phase_change(steps, 0.05 + 0.01 * np.sin(steps), min_rise=0.3)
     assert not flat.detected and not windows_overlap(found, flat)
+
+
+def test_text_induction_attention_matches_a_direct_count(run):
+    from lookingglass.training.dynamics import text_induction_attention
+
+    *_, model, _ = run
+    tokens = torch.tensor([[0, 5, 6, 7, 5, 6, 9, 5, 3, 3, 3, 6]])
+    scores = text_induction_attention(model, tokens, ignore=(0,))
+    _, cache = model.run_with_cache(tokens)
+    expected = torch.zeros(2, 2)
+    n = 0
+    for q in range(tokens.shape[1]):
+        keys = [j + 1 for j in range(q - 1) if tokens[0, j] == tokens[0, q]]
+        if keys:
+            n += 1
+            for layer in range(2):
+                expected[layer] += cache["pattern", layer][0, :, q, keys].sum(-1)
+    torch.testing.assert_close(scores, expected / n)
+    with pytest.raises(InputError, match="occurs twice"):
+        text_induction_attention(model, torch.tensor([[1, 2, 3, 4]]))
