@@ -71,6 +71,7 @@ class Recipe:
     repeat_span: tuple[int, int] = (16, 48)
     warmup: WarmUp | None = None
     description: str = ""
+    limits: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -81,10 +82,13 @@ RECIPES: dict[str, Recipe] = {
         repeat_fraction=1.0,
         warmup=WarmUp(),
         description="2-layer attention-only transformer with induction heads",
+        limits="Its induction heads attend where they should (above) but copy weakly: on the "
+        "demo prompt, which ends '...begat Jared:\\nAnd Mahalaleel lived after he begat', the "
+        "induction answer ' J' (of ' Jared') is its second guess (3%), after ' sons' (9%).",
     ),
     "lookingglass-mlp4": Recipe(
         model=dict(n_layers=4, d_model=128, d_head=32, d_mlp=512, n_ctx=128, act_fn="gelu"),
-        train=dict(n_steps=800, batch_size=16, lr=2e-3, warmup_steps=80, eval_every=100),
+        train=dict(n_steps=700, batch_size=16, lr=3e-3, warmup_steps=70, eval_every=100),
         description="4-layer transformer with MLPs",
     ),
 }
@@ -270,7 +274,8 @@ def _facts(
     return {
         "name": name,
         "description": recipe.description,
-        "command": f"lookingglass train-default --name {name}"
+        "limits": recipe.limits,
+        "command": f"lookingglass train-default --name {name} --threads {torch.get_num_threads()}"
         + (f" --steps {config.n_steps}" if overridden else ""),
         "lookingglass": lookingglass.__version__,
         "torch": torch.__version__,
@@ -396,7 +401,7 @@ seed {t["seed"]}.
 ## Limits
 
 A small model of one old English text: it writes King James English and knows nothing
-else. Made for studying mechanisms, not for generating text.
+else. Made for studying mechanisms, not for generating text. {f.get("limits", "")}
 """
 
 
