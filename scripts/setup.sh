@@ -15,10 +15,13 @@ if .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')
 elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   "${PIP[@]}" "torch==$TORCH_VERSION"                      # CUDA build from PyPI
 else
-  # No GPU: a CPU build. A local wheel (pip's find-links) first, without touching an
-  # index; otherwise PyTorch's CPU wheel index (override with TORCH_CPU_INDEX).
-  "${PIP[@]}" --no-index "torch==$TORCH_VERSION" 2>/dev/null \
-    || "${PIP[@]}" "torch==$TORCH_VERSION" --index-url "${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}"
+  # No GPU: the CPU build. Asking for the "+cpu" local version finds it wherever pip's
+  # configuration already points (a find-links folder, a mirror); otherwise it comes
+  # from PyTorch's CPU wheel index (override with TORCH_CPU_INDEX), with the other
+  # dependencies from PyPI.
+  "${PIP[@]}" "torch==$TORCH_VERSION+cpu" 2>/dev/null \
+    || "${PIP[@]}" "torch==$TORCH_VERSION" --index-url "${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}" \
+      --extra-index-url https://pypi.org/simple
 fi
 
 extras="[explorer]"
