@@ -430,13 +430,13 @@ def train(
                 micro_loss = model(batch, return_type="loss") / config.grad_accum_steps
             micro_loss.backward()
             loss += float(micro_loss.detach())
+        if not math.isfinite(loss):  # before the step, so the weights stay finite
+            raise FloatingPointError(f"The training loss became {loss} at step {step}; lower lr.")
         if config.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"The training loss became {loss} at step {step}; lower lr.")
         result.train_losses.append(loss)
         result.tokens_seen += config.grad_accum_steps * config.batch_size * seq_len
         eval_due = config.eval_every and (step % config.eval_every == 0 or step == config.n_steps)

@@ -159,3 +159,18 @@ def test_repeated_spans_copy_an_earlier_span_of_the_same_row_and_keep_bos():
         source = int(new[moved[0]] - (row[1] - 1))  # a token is its position plus a row offset
         assert 1 <= source and source + len(moved) <= moved[0]
         assert (new[moved] == row[source : source + len(moved)]).all()
+
+
+def test_a_non_finite_loss_stops_training_before_the_step_so_the_weights_stay_finite(rows):
+    model = tiny_model()
+    calls = []
+
+    def poison_third_batch(resid, hook):
+        calls.append(1)
+        return resid * float("inf") if len(calls) == 3 else resid
+
+    model.add_hook("hook_embed", poison_third_batch)
+    with pytest.raises(FloatingPointError, match="at step 3; lower lr"):
+        train(model, rows, config(eval_every=0))
+    model.reset_hooks()
+    assert all(torch.isfinite(p).all() for p in model.parameters())
