@@ -125,9 +125,7 @@ def _report_html(model, model_name, prompt, str_tokens, cache, predictions, scor
     figures = []
     for layer in range(model.cfg.n_layers):
         figures.append(
-            plot.attention_patterns(
-                cache["pattern", layer][0], str_tokens, layer=layer, cols=model.cfg.n_heads
-            )
+            plot.attention_patterns(cache["pattern", layer][0], str_tokens, layer=layer, cols=2)
         )
     lens = logit_lens(model, cache, top_k=3)
     figures.append(
