@@ -11,10 +11,17 @@ reloaded later (`lookingglass experiments show RUN`).
 
 The question. An induction head attends from a token to the token that followed an
 earlier copy of it and copies that token forward, so on a sequence of random tokens
-repeated twice it makes the second repeat predictable: the loss there ("in-context"
-loss) should drop far below the first repeat's. If the heads we find are really what
-does this, knocking them out should raise the in-context loss, and knocking out the
-same number of other heads should not.
+repeated twice it makes the second repeat predictable. The measure is the in-context
+improvement of each prompt: its mean loss on the first repeat minus its mean loss on the
+second. Knocking a head out also changes the loss everywhere (the first repeat too), and
+the difference cancels that. The hypothesis has three parts, each a paired test over
+the same prompts:
+
+1. Knocking out the induction heads removes most of the improvement.
+2. So does knocking out the previous-token heads of layer 0: an induction head finds its
+   target through keys that a previous-token head wrote (K-composition), so the circuit
+   needs both.
+3. Knocking out the remaining heads (neither kind) leaves the improvement mostly intact.
 """
 
 from __future__ import annotations
@@ -27,6 +34,9 @@ import torch
 from lookingglass import HookedTransformer, ModelConfig, plot
 from lookingglass.analysis import induction_scores, previous_token_scores, repeated_random_tokens
 from lookingglass.bench import Bench, PlotSpec
+
+PREVIOUS_TOKEN_THRESHOLD = 0.3
+CONTROL_THRESHOLD = 0.2
 
 
 def load_model(random: bool) -> HookedTransformer:
@@ -109,10 +119,26 @@ def main() -> None:
 
     found = find_induction_heads(args.seq_len)
     heads = found["heads"]
-    # A control: as many heads again, those with the lowest induction scores.
-    control = found["ranked"][-len(heads) :]
-    print(f"induction heads (score > 0.3): {heads}; control heads: {control}")
+    previous = found["previous_token_scores"]
+    # Previous-token heads: layer-0 heads that attend to the preceding token. The control:
+    # every head that is neither kind (both scores low).
+    previous_heads = [
+        (0, h) for h in range(cfg.n_heads) if previous[0, h] > PREVIOUS_TOKEN_THRESHOLD
+    ]
+    control = [
+        (layer, head)
+        for layer in range(cfg.n_layers)
+        for head in range(cfg.n_heads)
+        if found["induction_scores"][layer, head] < CONTROL_THRESHOLD
+        and previous[layer, head] < CONTROL_THRESHOLD
+    ]
+    print(
+        f"induction heads (score > 0.3): {heads}; previous-token heads "
+        f"(score > {PREVIOUS_TOKEN_THRESHOLD}): {previous_heads}; control heads (both scores "
+        f"< {CONTROL_THRESHOLD}): {control}"
+    )
     print("induction scores:\n", found["induction_scores"])
+    print("previous-token scores:\n", previous)
     plot.heatmap(
         found["induction_scores"],
         x_labels=[f"H{h}" for h in range(cfg.n_heads)],
@@ -164,35 +190,47 @@ def main() -> None:
         ablated["tokens"], ablated["losses"], title="Loss per token (induction heads ablated)"
     ).to_html(out / "loss_ablated.html")
 
-    # 4. The hypothesis: knocking out the induction heads raises the in-context loss (the
-    #    mean loss over the second repeat) across many prompts; the control heads do not.
+    # 4. The hypothesis (module doc), over many prompts: the in-context improvement
+    #    (first-repeat loss minus second-repeat loss) under each condition.
     prompts = [
         repeated_random_tokens(model, args.seq_len, 1, seed=1000 + i) for i in range(args.prompts)
     ]
+    knocked_out = {
+        "clean": [],
+        "induction heads ablated": heads,
+        "previous-token heads ablated": previous_heads,
+        "control heads ablated": control,
+    }
 
-    def in_context_loss(prompt: torch.Tensor, condition: str) -> float:
-        ablate = {"clean": [], "induction heads ablated": heads, "control heads ablated": control}[
-            condition
-        ]
+    def in_context_improvement(prompt: torch.Tensor, condition: str) -> float:
+        ablate = knocked_out[condition]
         with torch.no_grad(), surgery.knock_out_heads(ablate) if ablate else _nothing():
             losses = model(prompt, return_type="loss", loss_per_token=True)[0]
-        return float(losses[second_repeat].mean())
+        return float(losses[first_repeat].mean() - losses[second_repeat].mean())
 
-    induction_test = bench.test_hypothesis(
-        prompts, ("clean", "induction heads ablated"), alternative="greater"
-    )(in_context_loss)
-    control_test = bench.test_hypothesis(
-        prompts,
-        ("clean", "control heads ablated"),
-        alternative="greater",
-        name="in_context_loss_control",
-    )(in_context_loss)
-    induction_result = induction_test()
-    control_result = control_test()
-    print("\n" + str(induction_result) + "\n\ncontrol:\n" + str(control_result))
-    plot.hypothesis_result(induction_result).to_html(out / "hypothesis_induction.html")
-    plot.hypothesis_result(control_result).to_html(out / "hypothesis_control.html")
-    plot.hypothesis_result(induction_result).to_image(out / "hypothesis_induction.png")
+    results = {}
+    for condition in list(knocked_out)[1:]:
+        if not knocked_out[condition]:
+            print(f"\n{condition}: no such heads in this model; skipped.")
+            continue
+        test = bench.test_hypothesis(
+            prompts,
+            ("clean", condition),
+            alternative="less",
+            name=f"in_context_improvement_{condition.split()[0].replace('-', '_')}",
+        )(in_context_improvement)
+        results[condition] = test()
+        print(f"\n{results[condition]}")
+        slug = condition.split()[0]
+        plot.hypothesis_result(results[condition]).to_html(out / f"hypothesis_{slug}.html")
+    plot.hypothesis_result(results["induction heads ablated"]).to_image(
+        out / "hypothesis_induction.png"
+    )
+    clean_improvement = results["induction heads ablated"].mean_a
+    print(f"\nclean in-context improvement: {clean_improvement:.3f} nats/token")
+    kept = {c: r.mean_b / clean_improvement for c, r in results.items()}
+    for condition, fraction in kept.items():
+        print(f"  {condition}: keeps {fraction:.0%} of it")
 
     # 5. Every head's own effect on the in-context loss, and a profile of the model.
     @bench.plot_results(
@@ -210,13 +248,17 @@ def main() -> None:
     profile = bench.profile_model(lambda: model(torch.cat(prompts)))()
     print("\n" + profile.table(sort="self_ms", top=8))
 
-    verdict = (
-        "supported"
-        if induction_result.significant() and not control_result.significant()
-        else "not supported"
-    )
+    removed = [
+        c
+        for c in ("induction heads ablated", "previous-token heads ablated")
+        if c in results and results[c].significant() and kept[c] < 0.5
+    ]
+    control_kept = kept.get("control heads ablated")
+    supported = len(removed) == 2 and (control_kept is None or control_kept > 0.75)
     print(
-        f"\nHypothesis ({heads} matter for in-context loss, the control heads do not): {verdict}."
+        f"\nHypothesis (induction heads {heads} and previous-token heads {previous_heads} "
+        f"carry the in-context improvement; the other heads {control} do not): "
+        f"{'supported' if supported else 'not supported'}."
     )
     print(
         f"Plots in {out}/; the runs: "
@@ -224,7 +266,7 @@ def main() -> None:
     )
     for run in bench.runs():
         print(
-            f"  run {run.run_id:>3} {run.name:<28} {run.kind:<10} {run.status} {run.duration:.2f}s "
+            f"  run {run.run_id:>3} {run.name:<40} {run.kind:<10} {run.status} {run.duration:.2f}s "
             f"plots: {', '.join(run.attachments) or '-'}"
         )
     bench.close()
