@@ -25,13 +25,26 @@ from common import (
     tensor_bytes,
 )
 
-SIZES = {"full": dict(n_layer=12, n_embd=768, n_head=12), "quick": dict(n_layer=4, n_embd=256, n_head=8)}
+SIZES = {
+    "full": dict(n_layer=12, n_embd=768, n_head=12),
+    "quick": dict(n_layer=4, n_embd=256, n_head=8),
+}
 # ~110M parameters: GQA (12 query / 4 key-value heads), rotary, SwiGLU, RMSNorm.
 LLAMA_SIZES = {
-    "full": dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
-                 num_attention_heads=12, num_key_value_heads=4),
-    "quick": dict(hidden_size=256, intermediate_size=512, num_hidden_layers=4,
-                  num_attention_heads=8, num_key_value_heads=2),
+    "full": dict(
+        hidden_size=768,
+        intermediate_size=2048,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        num_key_value_heads=4,
+    ),
+    "quick": dict(
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=4,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+    ),
 }
 
 
@@ -44,7 +57,9 @@ def make_checkpoint(folder: Path, size: str, family: str = "gpt2") -> None:
         config.n_ctx = 1024  # TransformerLens reads it
         transformers.GPT2LMHeadModel(config).save_pretrained(folder)
     else:
-        config = transformers.LlamaConfig(vocab_size=32000, max_position_embeddings=1024, **LLAMA_SIZES[size])
+        config = transformers.LlamaConfig(
+            vocab_size=32000, max_position_embeddings=1024, **LLAMA_SIZES[size]
+        )
         transformers.LlamaForCausalLM(config).save_pretrained(folder)
 
 
@@ -63,13 +78,20 @@ def forward_table(folder: Path, repeats: int) -> str:
         with torch.no_grad():
             diff = (hf(tokens).logits - ours(tokens)).abs().max().item()
             ops = {
-                "Hugging Face forward (eager)": lambda: hf(tokens),
-                "lookingglass forward": lambda: ours(tokens),
-                "lookingglass run_with_cache (all hooks)": lambda: ours.run_with_cache(tokens),
-                "lookingglass run_with_cache (resid_post only)": lambda: ours.run_with_cache(
-                    tokens, names_filter=lambda n: n.endswith("hook_resid_post")),
-                "TransformerLens forward": lambda: tl(tokens),
-                "TransformerLens run_with_cache (all hooks)": lambda: tl.run_with_cache(tokens),
+                "Hugging Face forward (eager)": lambda tokens=tokens: hf(tokens),
+                "lookingglass forward": lambda tokens=tokens: ours(tokens),
+                "lookingglass run_with_cache (all hooks)": lambda tokens=tokens: (
+                    ours.run_with_cache(tokens)
+                ),
+                "lookingglass run_with_cache (resid_post only)": lambda tokens=tokens: (
+                    ours.run_with_cache(
+                        tokens, names_filter=lambda n: n.endswith("hook_resid_post")
+                    )
+                ),
+                "TransformerLens forward": lambda tokens=tokens: tl(tokens),
+                "TransformerLens run_with_cache (all hooks)": lambda tokens=tokens: (
+                    tl.run_with_cache(tokens)
+                ),
             }
             medians = interleaved_medians(ops, repeats)
             _, our_cache = ours.run_with_cache(tokens)
@@ -105,13 +127,22 @@ LOAD_SNIPPET = textwrap.dedent("""
 
 # Code is imported before measuring, so the numbers are the memory the weights need.
 HF_IMPORTS = "import transformers.models.gpt2.modeling_gpt2, safetensors.torch"
-OUR_IMPORTS = HF_IMPORTS + "; import lookingglass.loading.pretrained, lookingglass.loading.converters"
+OUR_IMPORTS = (
+    HF_IMPORTS + "; import lookingglass.loading.pretrained, lookingglass.loading.converters"
+)
 LOADERS = {
-    "Hugging Face from_pretrained": (HF_IMPORTS, "m = transformers.GPT2LMHeadModel.from_pretrained(folder)"),
+    "Hugging Face from_pretrained": (
+        HF_IMPORTS,
+        "m = transformers.GPT2LMHeadModel.from_pretrained(folder)",
+    ),
     "lookingglass from_pretrained_no_processing": (
-        OUR_IMPORTS, "m = lookingglass.HookedTransformer.from_pretrained_no_processing(folder)"),
+        OUR_IMPORTS,
+        "m = lookingglass.HookedTransformer.from_pretrained_no_processing(folder)",
+    ),
     "lookingglass from_pretrained (all processing)": (
-        OUR_IMPORTS, "m = lookingglass.HookedTransformer.from_pretrained(folder)"),
+        OUR_IMPORTS,
+        "m = lookingglass.HookedTransformer.from_pretrained(folder)",
+    ),
 }
 
 
@@ -119,17 +150,29 @@ def load_table(folder: Path) -> str:
     weights = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
     rows = []
     for name, (imports, load) in LOADERS.items():
-        result = peak_rss_of(LOAD_SNIPPET.format(folder=str(folder), extra_imports=imports, load=load))
-        rows.append([name, f"{result['seconds']:.2f}", f"{result['peak_extra'] / 2**20:.0f}",
-                     f"{result['peak_extra'] / weights:.2f}x"])
+        result = peak_rss_of(
+            LOAD_SNIPPET.format(folder=str(folder), extra_imports=imports, load=load)
+        )
+        rows.append(
+            [
+                name,
+                f"{result['seconds']:.2f}",
+                f"{result['peak_extra'] / 2**20:.0f}",
+                f"{result['peak_extra'] / weights:.2f}x",
+            ]
+        )
     table = format_table(rows, ["loader", "seconds", "peak extra MiB", "x weights"])
     return f"weights on disk: {weights / 2**20:.0f} MiB\n\n{table}"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--quick", action="store_true", help="4-layer d_model 256 models, 3 repeats")
+    parser.add_argument(
+        "--quick", action="store_true", help="4-layer d_model 256 models, 3 repeats"
+    )
     parser.add_argument("--family", choices=["gpt2", "llama", "both"], default="both")
     args = parser.parse_args()
     set_threads()
@@ -140,7 +183,10 @@ def main() -> None:
             folder = Path(tmp)
             make_checkpoint(folder, size, family)
             shape = SIZES[size] if family == "gpt2" else LLAMA_SIZES[size]
-            print(f"## Forward ({family}-shaped, {shape}, CPU fp32, {torch.get_num_threads()} threads)\n")
+            print(
+                f"## Forward ({family}-shaped, {shape}, CPU fp32, "
+                f"{torch.get_num_threads()} threads)\n"
+            )
             print(forward_table(folder, 3 if args.quick else args.repeats))
             if family == "gpt2":
                 print("\n## Loading\n")

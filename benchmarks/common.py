@@ -20,7 +20,9 @@ from pathlib import Path
 import torch
 
 
-def interleaved_medians(ops: dict[str, Callable[[], object]], repeats: int, warmup: int = 2) -> dict[str, float]:
+def interleaved_medians(
+    ops: dict[str, Callable[[], object]], repeats: int, warmup: int = 2
+) -> dict[str, float]:
     """Median seconds per op, timing the ops round-robin `repeats` times."""
     for _ in range(warmup):
         for op in ops.values():
@@ -43,8 +45,13 @@ def tensor_bytes(tensors) -> int:
 def peak_rss_of(code: str, env: dict | None = None) -> dict:
     """Run `code` in a fresh Python process; it must print one JSON line, to which the
     process's peak RSS (bytes) before and after is added by the snippet itself."""
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={**os.environ, **(env or {})}, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -60,21 +67,36 @@ def build_tl_from_folder(folder: Path, hf_model, **processing):
     from transformer_lens import loading_from_pretrained as lp
 
     fold_ln = processing.get("fold_ln", False)
-    cfg = lp.get_pretrained_model_config(str(folder), hf_cfg=hf_model.config.to_dict(), fold_ln=fold_ln)
+    cfg = lp.get_pretrained_model_config(
+        str(folder), hf_cfg=hf_model.config.to_dict(), fold_ln=fold_ln
+    )
     state_dict = lp.get_pretrained_state_dict(str(folder), cfg, hf_model)
     cfg.tokenizer_name = None  # the benchmark feeds token ids; no tokenizer in the folder
     model = TLHookedTransformer(cfg, None, move_to_device=False)
-    model.load_and_process_state_dict(state_dict, **{
-        "fold_ln": False, "center_writing_weights": False, "center_unembed": False,
-        "fold_value_biases": False, "refactor_factored_attn_matrices": False, **processing})
+    model.load_and_process_state_dict(
+        state_dict,
+        **{
+            "fold_ln": False,
+            "center_writing_weights": False,
+            "center_unembed": False,
+            "fold_value_biases": False,
+            "refactor_factored_attn_matrices": False,
+            **processing,
+        },
+    )
     return model.eval()
 
 
 def format_table(rows: list[list[str]], header: list[str]) -> str:
     """A GitHub-markdown table."""
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
-    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+
+    def line(r):
+        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
+
+    return "\n".join(
+        [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)]
+    )
 
 
 def set_threads() -> None:

@@ -40,7 +40,9 @@ class _ModuleHooks:
 class HookedAutoModel(HookedRootModule):
     """Wraps a Hugging Face `PreTrainedModel` (any architecture) with named hook points."""
 
-    def __init__(self, model: nn.Module, tokenizer: Any = None, probe_tokens: Tensor | None = None) -> None:
+    def __init__(
+        self, model: nn.Module, tokenizer: Any = None, probe_tokens: Tensor | None = None
+    ) -> None:
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
@@ -49,7 +51,9 @@ class HookedAutoModel(HookedRootModule):
         self.setup()
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, tokenizer: Any = None, **hf_kwargs: Any) -> HookedAutoModel:
+    def from_pretrained(
+        cls, name_or_path: str | Path, tokenizer: Any = None, **hf_kwargs: Any
+    ) -> HookedAutoModel:
         """Load with `transformers.AutoModelForCausalLM` (a local folder or a hub id) and wrap."""
         import transformers
 
@@ -70,11 +74,17 @@ class HookedAutoModel(HookedRootModule):
         for path, module in self.model.named_modules():
             if path == "":
                 continue
-            handles.append(module.register_forward_pre_hook(_recorder(seen, path, "in"), with_kwargs=True))
+            handles.append(
+                module.register_forward_pre_hook(_recorder(seen, path, "in"), with_kwargs=True)
+            )
             handles.append(module.register_forward_hook(_recorder(seen, path, "out")))
         try:
             with torch.no_grad():
-                tokens = probe_tokens if probe_tokens is not None else torch.zeros(1, 2, dtype=torch.long)
+                tokens = (
+                    probe_tokens
+                    if probe_tokens is not None
+                    else torch.zeros(1, 2, dtype=torch.long)
+                )
                 self.model(tokens.to(self._device()))
         finally:
             for handle in handles:
@@ -88,7 +98,7 @@ class HookedAutoModel(HookedRootModule):
             if in_where is not None:
                 spec.hook_in, spec.in_kwarg = HookPoint(), in_where[1]
             out_keys = seen.get(f"{path}|out")
-            for key in (out_keys[1] if out_keys else []):
+            for key in out_keys[1] if out_keys else []:
                 spec.outputs[key] = HookPoint()
             if spec.hook_in is not None or spec.outputs:
                 self._modules_hooks[path] = spec
@@ -147,20 +157,26 @@ class HookedAutoModel(HookedRootModule):
             raise InputError("This HookedAutoModel has no tokenizer; pass token ids.")
         if isinstance(input, str) and not input:
             raise InputError("The input string is empty.")
-        return self.tokenizer(input, return_tensors="pt", padding=True)["input_ids"].to(self._device())
+        return self.tokenizer(input, return_tensors="pt", padding=True)["input_ids"].to(
+            self._device()
+        )
 
     def _attach(self) -> list:
         """PyTorch hooks on the modules whose points are hooked, for one forward call."""
         handles = []
         for spec in self._modules_hooks.values():
             if spec.hook_in is not None and spec.hook_in.has_hooks():
-                handles.append(spec.module.register_forward_pre_hook(_run_input_hook(spec), with_kwargs=True))
+                handles.append(
+                    spec.module.register_forward_pre_hook(_run_input_hook(spec), with_kwargs=True)
+                )
             if any(hp.has_hooks() for hp in spec.outputs.values()):
                 handles.append(spec.module.register_forward_hook(_run_output_hooks(spec)))
         return handles
 
 
-def _first_tensor_location(args: tuple, kwargs: Mapping[str, Any]) -> tuple[bool, str | None] | None:
+def _first_tensor_location(
+    args: tuple, kwargs: Mapping[str, Any]
+) -> tuple[bool, str | None] | None:
     if args and isinstance(args[0], Tensor):
         return True, None
     for name, value in kwargs.items():

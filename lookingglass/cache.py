@@ -21,7 +21,9 @@ class ActivationCache(CacheAnalysis):
     """Cached activations of a model run (from `run_with_cache`); the analysis methods
     (`decompose_resid`, `accumulated_resid`, `logit_attrs`, ...) are in `cache_analysis.py`."""
 
-    def __init__(self, cache_dict: dict[str, Tensor], model: Any, has_batch_dim: bool = True) -> None:
+    def __init__(
+        self, cache_dict: dict[str, Tensor], model: Any, has_batch_dim: bool = True
+    ) -> None:
         self.cache_dict = cache_dict
         self.model = model
         self.has_batch_dim = has_batch_dim
@@ -85,12 +87,16 @@ class ActivationCache(CacheAnalysis):
             return self
         sizes = {v.shape[0] for v in self.cache_dict.values()}
         if sizes != {1}:
-            raise InputError(f"remove_batch_dim needs batch size 1, the cache has batch sizes {sizes}.")
+            raise InputError(
+                f"remove_batch_dim needs batch size 1, the cache has batch sizes {sizes}."
+            )
         self.cache_dict = {k: v[0] for k, v in self.cache_dict.items()}
         self.has_batch_dim = False
         return self
 
-    def apply_slice_to_batch_dim(self, batch_slice: slice | int | list[int] | Tensor) -> ActivationCache:
+    def apply_slice_to_batch_dim(
+        self, batch_slice: slice | int | list[int] | Tensor
+    ) -> ActivationCache:
         """A new cache holding only the selected batch rows (an int keeps the dimension)."""
         if not self.has_batch_dim:
             raise InputError("This cache has no batch dimension to slice.")

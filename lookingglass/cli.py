@@ -17,7 +17,10 @@ def _info(args: argparse.Namespace) -> int:
     from lookingglass.loading.registry import list_models
 
     print(f"lookingglass {lookingglass.__version__}")
-    print(f"python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}")
+    print(
+        f"python {platform.python_version()}, torch {torch.__version__}, "
+        f"transformers {transformers.__version__}"
+    )
     print(f"device: {'cuda' if torch.cuda.is_available() else 'cpu'}")
     print(f"known model names: {len(list_models())} (lookingglass.list_models())")
     return 0

@@ -157,12 +157,15 @@ class ModelConfig:
                 object.__setattr__(self, "rotary_dim", self.d_head)
             _check_positive_int("rotary_dim", self.rotary_dim)
             if self.rotary_dim % 2 or self.rotary_dim > self.d_head:
-                raise ConfigError(f"rotary_dim={self.rotary_dim} must be even and <= d_head={self.d_head}.")
+                raise ConfigError(
+                    f"rotary_dim={self.rotary_dim} must be even and <= d_head={self.d_head}."
+                )
         if self.rope_scaling is not None:
             kind = self.rope_scaling.get("rope_type", self.rope_scaling.get("type"))
             if kind not in ROPE_SCALING_KEYS:
                 raise ConfigError(
-                    f"rope_scaling type {kind!r} is not supported; supported: {list(ROPE_SCALING_KEYS)}."
+                    f"rope_scaling type {kind!r} is not supported; "
+                    f"supported: {list(ROPE_SCALING_KEYS)}."
                 )
             missing = [k for k in ROPE_SCALING_KEYS[kind] if k not in self.rope_scaling]
             if missing:
@@ -170,7 +173,9 @@ class ModelConfig:
         if self.attn_types is not None:
             object.__setattr__(self, "attn_types", tuple(self.attn_types))
             if len(self.attn_types) != self.n_layers:
-                raise ConfigError(f"attn_types has {len(self.attn_types)} entries for {self.n_layers} layers.")
+                raise ConfigError(
+                    f"attn_types has {len(self.attn_types)} entries for {self.n_layers} layers."
+                )
             for t in self.attn_types:
                 _check_choice("attn_types entry", t, ("global", "local"))
             if "local" in self.attn_types and self.window_size is None:
@@ -186,7 +191,9 @@ class ModelConfig:
                 raise ConfigError("experts_per_token cannot exceed num_experts.")
         grouped = self.n_key_value_heads not in (None, self.n_heads)
         if grouped and (self.smear_keys or self.attention_score != "dot"):
-            raise ConfigError("smear_keys and correlation attention need n_key_value_heads == n_heads.")
+            raise ConfigError(
+                "smear_keys and correlation attention need n_key_value_heads == n_heads."
+            )
 
     def layer_window(self, layer: int) -> int | None:
         """The attention window of a layer (None: global). Local layers come from

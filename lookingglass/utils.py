@@ -10,7 +10,14 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-_LAYER_TYPE_ALIAS = {"a": "attn", "m": "mlp", "b": "", "block": "", "blocks": "", "attention": "attn"}
+_LAYER_TYPE_ALIAS = {
+    "a": "attn",
+    "m": "mlp",
+    "b": "",
+    "block": "",
+    "blocks": "",
+    "attention": "attn",
+}
 _ACT_NAME_ALIAS = {
     "attn": "pattern",
     "attn_logits": "attn_scores",
@@ -79,7 +86,9 @@ def lm_cross_entropy_loss(
 
 
 def lm_accuracy(
-    logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"], per_token: bool = False
+    logits: Float[Tensor, "batch pos d_vocab"],
+    tokens: Int[Tensor, "batch pos"],
+    per_token: bool = False,
 ) -> Float[Tensor, ""] | Float[Tensor, "batch pos_minus_1"]:
     """Fraction of positions whose argmax prediction is the next token."""
     correct = (logits[:, :-1].argmax(dim=-1) == tokens[:, 1:].to(logits.device)).float()
@@ -89,7 +98,11 @@ def lm_accuracy(
 def to_numpy(tensor) -> np.ndarray:
     """A numpy array from a tensor (detached, on CPU), list or number."""
     if isinstance(tensor, Tensor):
-        return tensor.detach().cpu().float().numpy() if tensor.is_floating_point() else tensor.detach().cpu().numpy()
+        return (
+            tensor.detach().cpu().float().numpy()
+            if tensor.is_floating_point()
+            else tensor.detach().cpu().numpy()
+        )
     return np.asarray(tensor)
 
 

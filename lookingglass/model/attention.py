@@ -46,7 +46,9 @@ class AttentionContext:
     key_is_real: Bool[Tensor, "batch key_pos"] | None = None
 
 
-def head_major_parameter(d_model: int, n_heads: int, d_head: int, dtype: torch.dtype) -> nn.Parameter:
+def head_major_parameter(
+    d_model: int, n_heads: int, d_head: int, dtype: torch.dtype
+) -> nn.Parameter:
     """A `[n_heads, d_model, d_head]` parameter laid out as `[d_model, n_heads, d_head]`."""
     return nn.Parameter(torch.zeros(d_model, n_heads, d_head, dtype=dtype).permute(1, 0, 2))
 
@@ -119,9 +121,12 @@ class Attention(nn.Module):
 
     def forward(
         self,
-        query_input: Float[Tensor, "batch pos d_model"] | Float[Tensor, "batch pos head_index d_model"],
-        key_input: Float[Tensor, "batch pos d_model"] | Float[Tensor, "batch pos head_index d_model"],
-        value_input: Float[Tensor, "batch pos d_model"] | Float[Tensor, "batch pos head_index d_model"],
+        query_input: Float[Tensor, "batch pos d_model"]
+        | Float[Tensor, "batch pos head_index d_model"],
+        key_input: Float[Tensor, "batch pos d_model"]
+        | Float[Tensor, "batch pos head_index d_model"],
+        value_input: Float[Tensor, "batch pos d_model"]
+        | Float[Tensor, "batch pos head_index d_model"],
         context: AttentionContext,
         kv_cache_entry=None,
     ) -> Float[Tensor, "batch pos d_model"]:
@@ -138,7 +143,9 @@ class Attention(nn.Module):
             k, v = kv_cache_entry.append(k, v)
         k = self.key_mixer(k, context.key_is_real)
         mask = self._restrict_to_window(context.mask, q.shape[1], k.shape[1], q.device)
-        if self._fused_ok and not (self.hook_attn_scores.has_hooks() or self.hook_pattern.has_hooks()):
+        if self._fused_ok and not (
+            self.hook_attn_scores.has_hooks() or self.hook_pattern.has_hooks()
+        ):
             z = self._attend_fused(q, k, v, mask)
         else:
             z = self._attend_explicit(q, k, v, mask, context.key_positions)
@@ -169,8 +176,12 @@ class Attention(nn.Module):
         if mask is None and not is_causal:
             mask = causal_mask(q.shape[1], k.shape[1], q.device)
         z = F.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-            attn_mask=mask, is_causal=is_causal, scale=1.0 / self.attn_scale,
+            q.transpose(1, 2),
+            k.transpose(1, 2),
+            v.transpose(1, 2),
+            attn_mask=mask,
+            is_causal=is_causal,
+            scale=1.0 / self.attn_scale,
             enable_gqa=k.shape[2] != q.shape[2],
         )
         return z.transpose(1, 2)
@@ -256,7 +267,9 @@ def _project_shared(x: Float[Tensor, "batch pos d_model"], W: Tensor, b: Tensor)
     return out.view(*x.shape[:2], n_heads, d_head)
 
 
-def _project_per_head(x: Float[Tensor, "batch pos head_index d_model"], W: Tensor, b: Tensor) -> Tensor:
+def _project_per_head(
+    x: Float[Tensor, "batch pos head_index d_model"], W: Tensor, b: Tensor
+) -> Tensor:
     """Each head reads its own copy of the input (`use_split_qkv_input`). Grouped key/value
     heads read the copy of the first query head of their group (all copies are equal
     unless a hook edits one)."""
@@ -270,7 +283,11 @@ def causal_mask(q_len: int, k_len: int, device: torch.device) -> Bool[Tensor, "1
     return torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(k_len - q_len)[None, None]
 
 
-def window_mask(q_len: int, k_len: int, window: int, device: torch.device) -> Bool[Tensor, "1 1 q k"]:
+def window_mask(
+    q_len: int, k_len: int, window: int, device: torch.device
+) -> Bool[Tensor, "1 1 q k"]:
     """True where key j is within the last `window` positions of query i (i - j < window)."""
     offset = k_len - q_len
-    return torch.ones(q_len, k_len, dtype=torch.bool, device=device).triu(offset - window + 1)[None, None]
+    return torch.ones(q_len, k_len, dtype=torch.bool, device=device).triu(offset - window + 1)[
+        None, None
+    ]

@@ -18,7 +18,11 @@ class Embed(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.W_E = nn.Parameter(torch.empty(cfg.d_vocab, cfg.d_model, dtype=cfg.dtype))
-        self.ln = make_norm(cfg.replace(normalization_type="LN")) if cfg.post_embedding_ln else nn.Identity()
+        self.ln = (
+            make_norm(cfg.replace(normalization_type="LN"))
+            if cfg.post_embedding_ln
+            else nn.Identity()
+        )
 
     def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
         return self.ln(F.embedding(tokens, self.W_E))

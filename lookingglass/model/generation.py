@@ -52,7 +52,9 @@ def generate(
         # Each row continues from its last position, which for a right-padded row is padding.
         raise InputError("generate pads a batch of strings on the left; drop padding_side='right'.")
     if isinstance(input, str | list):
-        tokens, attention_mask = model._tokenize(input, prepend_bos, padding_side or "left", truncate=False)
+        tokens, attention_mask = model._tokenize(
+            input, prepend_bos, padding_side or "left", truncate=False
+        )
     else:
         tokens = (input if input.dim() == 2 else input[None]).to(model.W_E.device)
         attention_mask = torch.ones_like(tokens)
@@ -75,9 +77,13 @@ def generate(
         else:
             logits = model(step_tokens, attention_mask=step_mask, past_kv_cache=cache)
         next_logits = logits[:, -1].float()
-        next_tokens = sample_logits(next_logits, all_tokens, do_sample, top_k, top_p, temperature, freq_penalty)
+        next_tokens = sample_logits(
+            next_logits, all_tokens, do_sample, top_k, top_p, temperature, freq_penalty
+        )
         if stop_at_eos:
-            next_tokens = torch.where(finished, torch.full_like(next_tokens, eos_token_id), next_tokens)
+            next_tokens = torch.where(
+                finished, torch.full_like(next_tokens, eos_token_id), next_tokens
+            )
             finished |= next_tokens == eos_token_id
         step_tokens = next_tokens[:, None]
         step_mask = torch.ones_like(step_tokens)
@@ -88,7 +94,7 @@ def generate(
     text_out = return_type == "str" or (return_type == "input" and isinstance(input, str | list))
     if not text_out:
         return all_tokens
-    texts = [_decode_row(model, row, mask) for row, mask in zip(all_tokens, all_mask)]
+    texts = [_decode_row(model, row, mask) for row, mask in zip(all_tokens, all_mask, strict=True)]
     return texts[0] if isinstance(input, str) else texts
 
 
@@ -105,7 +111,7 @@ def sample_logits(
     top_p: float | None = None,
     temperature: float = 1.0,
     freq_penalty: float = 0.0,
-) -> Int[Tensor, "batch"]:
+) -> Int[Tensor, " batch"]:
     """The next token of each row: argmax, or a sample after temperature, frequency
     penalty, top-k and nucleus (top-p) filtering."""
     if not do_sample or temperature == 0.0:

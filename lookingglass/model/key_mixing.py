@@ -67,7 +67,9 @@ class SmearKeys(nn.Module):
         self.smear_logit = nn.Parameter(torch.full((cfg.n_heads,), 3.0, dtype=cfg.dtype))
         self.hook_mixed_k = HookPoint()
 
-    def forward(self, k: Float[Tensor, "batch pos head_index d_head"], key_is_real: Tensor | None = None) -> Tensor:
+    def forward(
+        self, k: Float[Tensor, "batch pos head_index d_head"], key_is_real: Tensor | None = None
+    ) -> Tensor:
         alpha = torch.sigmoid(self.smear_logit)[:, None]
         k = _real_keys(k, key_is_real)
         return self.hook_mixed_k(alpha * k + (1 - alpha) * _shifted(k, 1))
@@ -83,7 +85,9 @@ class CorrelationKeys(nn.Module):
         self.lag_weights = nn.Parameter(weights)
         self.hook_mixed_k = HookPoint()
 
-    def forward(self, k: Float[Tensor, "batch pos head_index d_head"], key_is_real: Tensor | None = None) -> Tensor:
+    def forward(
+        self, k: Float[Tensor, "batch pos head_index d_head"], key_is_real: Tensor | None = None
+    ) -> Tensor:
         k = _real_keys(k, key_is_real)
         mixed = sum(
             self.lag_weights[:, lag, None] * _shifted(k, lag)

@@ -40,7 +40,10 @@ class MixtureOfExperts(nn.Module):
         top_weights = (top_weights / top_weights.sum(dim=-1, keepdim=True)).to(x.dtype)
         flat_x = x.reshape(-1, d_model)
         out = torch.zeros_like(flat_x)
-        flat_experts, flat_weights = top_experts.reshape(-1, self.k), top_weights.reshape(-1, self.k)
+        flat_experts, flat_weights = (
+            top_experts.reshape(-1, self.k),
+            top_weights.reshape(-1, self.k),
+        )
         for e, expert in enumerate(self.experts):
             token, slot = (flat_experts == e).nonzero(as_tuple=True)
             if token.numel() == 0:

@@ -23,8 +23,9 @@ class _Norm(nn.Module):
 
     centered: bool = True
 
-    def __init__(self, cfg: ModelConfig, length: int | None = None, weight: bool = True,
-                 bias: bool = True) -> None:
+    def __init__(
+        self, cfg: ModelConfig, length: int | None = None, weight: bool = True, bias: bool = True
+    ) -> None:
         super().__init__()
         self.eps = cfg.eps
         self.length = length or cfg.d_model
@@ -62,8 +63,9 @@ class LayerNorm(_Norm):
     """LayerNorm with learned weight and bias: (x - mean) / sqrt(var + eps) * w + b."""
 
     def _fused(self, x: Tensor) -> Tensor:
-        return F.layer_norm(x.float(), (self.length,), self.w.float(), self.b.float(),
-                            self.eps).to(x.dtype)
+        return F.layer_norm(x.float(), (self.length,), self.w.float(), self.b.float(), self.eps).to(
+            x.dtype
+        )
 
 
 class LayerNormPre(_Norm):

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from lookingglass.config import ModelConfig
 
 
-def rotary_inv_freq(cfg: ModelConfig) -> Float[Tensor, "rotary_dim_half"]:
+def rotary_inv_freq(cfg: ModelConfig) -> Float[Tensor, " rotary_dim_half"]:
     """Inverse frequencies of the rotary pairs, after any rope scaling the config asks for."""
     dim = cfg.rotary_dim
     # Computed on the CPU even while a model is built on the meta device (loading): the
@@ -66,7 +66,9 @@ class Rotary(nn.Module):
         self.adjacent_pairs = cfg.rotary_adjacent_pairs
         self.register_buffer("inv_freq", rotary_inv_freq(cfg), persistent=False)
 
-    def cos_sin(self, positions: Int[Tensor, "batch pos"], dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    def cos_sin(
+        self, positions: Int[Tensor, "batch pos"], dtype: torch.dtype
+    ) -> tuple[Tensor, Tensor]:
         """`cos, sin [batch, pos, 1, rotary_dim]` (computed in fp32, cast to `dtype`)."""
         angles = positions[..., None].float() * self.inv_freq.float()
         if self.adjacent_pairs:
@@ -89,7 +91,7 @@ class Rotary(nn.Module):
         return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
 
 
-def alibi_slopes(n_heads: int) -> Float[Tensor, "n_heads"]:
+def alibi_slopes(n_heads: int) -> Float[Tensor, " n_heads"]:
     """ALiBi's per-head slopes: a geometric sequence, interleaved for non-powers of two."""
     closest = 2 ** math.floor(math.log2(n_heads))
     base = 2.0 ** (-(2.0 ** -(math.log2(closest) - 3)))
@@ -112,7 +114,8 @@ class Alibi(nn.Module):
         self.register_buffer("slopes", alibi_slopes(cfg.n_heads), persistent=False)
 
     def forward(
-        self, scores: Float[Tensor, "batch head_index query_pos key_pos"],
+        self,
+        scores: Float[Tensor, "batch head_index query_pos key_pos"],
         key_positions: Int[Tensor, "batch key_pos"],
     ) -> Tensor:
         bias = self.slopes[None, :, None, None] * key_positions[:, None, None, :].float()

@@ -36,7 +36,9 @@ def bos_id(tokenizer) -> int:
     """The BOS token id (eos for tokenizers that define no BOS, as GPT-2's effectively)."""
     bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     if bos is None:
-        raise InputError("The tokenizer defines neither a BOS nor an EOS token; use prepend_bos=False.")
+        raise InputError(
+            "The tokenizer defines neither a BOS nor an EOS token; use prepend_bos=False."
+        )
     return bos
 
 
@@ -84,7 +86,9 @@ def to_string(tokenizer, tokens) -> str | list[str]:
     tokenizer = require_tokenizer(tokenizer)
     if isinstance(tokens, Tensor):
         if tokens.dim() == 2:
-            return [tokenizer.decode(row.tolist(), clean_up_tokenization_spaces=False) for row in tokens]
+            return [
+                tokenizer.decode(row.tolist(), clean_up_tokenization_spaces=False) for row in tokens
+            ]
         tokens = tokens.reshape(-1).tolist()
     return tokenizer.decode(list(tokens), clean_up_tokenization_spaces=False)
 
@@ -103,5 +107,7 @@ def to_single_token(tokenizer, string: str) -> int:
     ids = tokenizer(string, add_special_tokens=False)["input_ids"]
     if len(ids) != 1:
         pieces = [tokenizer.decode([i]) for i in ids]
-        raise InputError(f"{string!r} is not a single token: it tokenizes to {len(ids)} tokens {pieces}.")
+        raise InputError(
+            f"{string!r} is not a single token: it tokenizes to {len(ids)} tokens {pieces}."
+        )
     return ids[0]

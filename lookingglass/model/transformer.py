@@ -20,7 +20,12 @@ from lookingglass.config import ModelConfig
 from lookingglass.errors import ConfigError, InputError
 from lookingglass.hooks import HookedRootModule, HookPoint
 from lookingglass.model import tokenization as tok
-from lookingglass.model.attention import Attention, AttentionContext, as_head_major_layout, causal_mask
+from lookingglass.model.attention import (
+    Attention,
+    AttentionContext,
+    as_head_major_layout,
+    causal_mask,
+)
 from lookingglass.model.block import TransformerBlock
 from lookingglass.model.embed import Embed, PosEmbed, Unembed
 from lookingglass.model.kv_cache import KeyValueCache
@@ -101,11 +106,15 @@ class HookedTransformer(WeightProperties, HookedRootModule):
             past_kv_cache: a `KeyValueCache` holding earlier positions (generation).
         """
         if start_at_layer is None:
-            tokens, attention_mask = self._prepare_tokens(input, prepend_bos, padding_side, attention_mask)
+            tokens, attention_mask = self._prepare_tokens(
+                input, prepend_bos, padding_side, attention_mask
+            )
             residual, context = self._embed_input(tokens, attention_mask, past_kv_cache)
         else:
             residual = input
-            context = self._context(residual.shape[:2], attention_mask, past_kv_cache, residual.device)
+            context = self._context(
+                residual.shape[:2], attention_mask, past_kv_cache, residual.device
+            )
         start = start_at_layer or 0
         for offset, block in enumerate(self.blocks[start:stop_at_layer]):
             entry = None if past_kv_cache is None else past_kv_cache[start + offset]
@@ -124,7 +133,9 @@ class HookedTransformer(WeightProperties, HookedRootModule):
             return loss
         if return_type == "both":
             return logits, loss
-        raise InputError(f"return_type must be 'logits', 'loss', 'both' or None, got {return_type!r}.")
+        raise InputError(
+            f"return_type must be 'logits', 'loss', 'both' or None, got {return_type!r}."
+        )
 
     def _prepare_tokens(self, input, prepend_bos, padding_side, attention_mask):
         if isinstance(input, str | list):
@@ -134,9 +145,13 @@ class HookedTransformer(WeightProperties, HookedRootModule):
                     "model.to_tokens('') (token ids) instead."
                 )
             tokens, mask = self._tokenize(input, prepend_bos, padding_side, truncate=False)
-            return tokens, (mask if attention_mask is None and (mask == 0).any() else attention_mask)
+            return tokens, (
+                mask if attention_mask is None and (mask == 0).any() else attention_mask
+            )
         if not isinstance(input, Tensor):
-            raise InputError(f"Expected a string, list of strings or token tensor, got {type(input).__name__}.")
+            raise InputError(
+                f"Expected a string, list of strings or token tensor, got {type(input).__name__}."
+            )
         tokens = input if input.dim() == 2 else input.reshape(1, -1)
         if tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
             raise InputError(
@@ -159,7 +174,11 @@ class HookedTransformer(WeightProperties, HookedRootModule):
         batch, q_len = shape
         n_past = 0 if past_kv_cache is None else len(past_kv_cache)
         if past_kv_cache is not None:
-            new_mask = attention_mask if attention_mask is not None else torch.ones(shape, dtype=torch.long)
+            new_mask = (
+                attention_mask
+                if attention_mask is not None
+                else torch.ones(shape, dtype=torch.long)
+            )
             attention_mask = past_kv_cache.extend_attention_mask(new_mask.to(device))
         if attention_mask is None or bool(attention_mask.all()):
             key_positions = torch.arange(n_past + q_len, device=device).expand(batch, -1)
@@ -168,7 +187,10 @@ class HookedTransformer(WeightProperties, HookedRootModule):
             attention_mask = attention_mask.to(device)
             # Count only real tokens, so a padded row is embedded as it would be unpadded.
             key_positions = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
-            allowed = causal_mask(q_len, attention_mask.shape[1], device) & attention_mask.bool()[:, None, None, :]
+            allowed = (
+                causal_mask(q_len, attention_mask.shape[1], device)
+                & attention_mask.bool()[:, None, None, :]
+            )
             # A padding query sees no real key; letting it see itself keeps softmax finite.
             mask = allowed | _own_position(q_len, attention_mask.shape[1], device)
         key_is_real = None if mask is None or attention_mask is None else attention_mask.bool()
@@ -206,7 +228,9 @@ class HookedTransformer(WeightProperties, HookedRootModule):
     def _tokenize(self, input, prepend_bos, padding_side, truncate):
         bos = self.cfg.default_prepend_bos if prepend_bos is None else prepend_bos
         side = padding_side or self.default_padding_side
-        tokens, mask = tok.tokenize(self.tokenizer, input, bos, side, self.cfg.n_ctx if truncate else None)
+        tokens, mask = tok.tokenize(
+            self.tokenizer, input, bos, side, self.cfg.n_ctx if truncate else None
+        )
         return tokens.to(self.W_E.device), mask.to(self.W_E.device)
 
     def to_string(self, tokens: Tensor | list[int]) -> str | list[str]:
@@ -247,17 +271,23 @@ class HookedTransformer(WeightProperties, HookedRootModule):
         """Position of `single_token` in `input` (first or last occurrence)."""
         if mode not in ("first", "last"):
             raise InputError(f"mode must be 'first' or 'last', got {mode!r}.")
-        tokens = self.to_tokens(input, prepend_bos, padding_side) if isinstance(input, str) else input
+        tokens = (
+            self.to_tokens(input, prepend_bos, padding_side) if isinstance(input, str) else input
+        )
         tokens = tokens.reshape(-1) if tokens.dim() == 1 or tokens.shape[0] == 1 else None
         if tokens is None:
             raise InputError("get_token_position takes one sequence, not a batch.")
-        token = self.to_single_token(single_token) if isinstance(single_token, str) else single_token
+        token = (
+            self.to_single_token(single_token) if isinstance(single_token, str) else single_token
+        )
         hits = (tokens == token).nonzero().reshape(-1)
         if len(hits) == 0:
             raise InputError(f"Token {single_token!r} does not occur in the input.")
         return int(hits[0] if mode == "first" else hits[-1])
 
-    def set_tokenizer(self, tokenizer: Any, default_padding_side: tok.PaddingSide = "right") -> None:
+    def set_tokenizer(
+        self, tokenizer: Any, default_padding_side: tok.PaddingSide = "right"
+    ) -> None:
         """Attach a Hugging Face tokenizer."""
         self.tokenizer = tokenizer
         self.default_padding_side = default_padding_side
@@ -294,7 +324,9 @@ class HookedTransformer(WeightProperties, HookedRootModule):
                     if param is not None:
                         param.data = as_head_major_layout(param.data)
 
-    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ):
         result = super().load_state_dict(state_dict, strict=strict, assign=assign)
         self.relayout_parameters()
         return result
@@ -340,12 +372,19 @@ class HookedTransformer(WeightProperties, HookedRootModule):
         return from_pretrained(model_name, **kwargs)
 
     @classmethod
-    def from_pretrained_no_processing(cls, model_name: str | Path, **kwargs: Any) -> HookedTransformer:
+    def from_pretrained_no_processing(
+        cls, model_name: str | Path, **kwargs: Any
+    ) -> HookedTransformer:
         """Load a checkpoint with no weight processing: the raw Hugging Face numbers."""
         from lookingglass.loading.pretrained import from_pretrained
 
-        processing = dict(fold_ln=False, center_writing_weights=False, center_unembed=False,
-                          fold_value_biases=False, refactor_factored_attn_matrices=False)
+        processing = dict(
+            fold_ln=False,
+            center_writing_weights=False,
+            center_unembed=False,
+            fold_value_biases=False,
+            refactor_factored_attn_matrices=False,
+        )
         return from_pretrained(model_name, **{**processing, **kwargs})
 
     def save_pretrained(self, folder: str | Path) -> Path:

@@ -38,7 +38,7 @@ class WeightProperties:
         return self.unembed.W_U
 
     @property
-    def b_U(self) -> Float[Tensor, "d_vocab_out"]:
+    def b_U(self) -> Float[Tensor, " d_vocab_out"]:
         return self.unembed.b_U
 
     @property

@@ -12,7 +12,9 @@ from lookingglass.auto import HookedAutoModel
 @pytest.fixture(scope="module")
 def mamba():
     torch.manual_seed(0)
-    cfg = transformers.MambaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, state_size=8)
+    cfg = transformers.MambaConfig(
+        vocab_size=100, hidden_size=32, num_hidden_layers=2, state_size=8
+    )
     return transformers.MambaForCausalLM(cfg).eval()
 
 
@@ -29,7 +31,9 @@ def torch_hook_outputs(model, tokens, paths):
     seen, handles = {}, []
     modules = dict(model.named_modules())
     for path in paths:
-        handles.append(modules[path].register_forward_hook(lambda m, a, out, p=path: seen.__setitem__(p, out)))
+        handles.append(
+            modules[path].register_forward_hook(lambda m, a, out, p=path: seen.__setitem__(p, out))
+        )
     try:
         with torch.no_grad():
             logits = model(tokens).logits
@@ -75,7 +79,8 @@ def test_editing_a_hook_equals_a_manual_edit(mamba):
     with torch.no_grad():
         plain = wrapped(tokens)
         edited = wrapped.run_with_hooks(
-            tokens, fwd_hooks=[("backbone.layers.0.mixer.out_proj.hook_out", lambda x, hook: x * 0.5)]
+            tokens,
+            fwd_hooks=[("backbone.layers.0.mixer.out_proj.hook_out", lambda x, hook: x * 0.5)],
         )
     assert not torch.allclose(plain, expected)
     torch.testing.assert_close(edited, expected, rtol=0, atol=0)
@@ -100,10 +105,14 @@ def test_tuple_outputs_get_one_point_per_tensor(gpt2):
     tokens = torch.randint(0, 100, (2, 7), generator=torch.Generator().manual_seed(3))
     _, ref = torch_hook_outputs(gpt2, tokens, ["transformer.h.1.attn"])
     with torch.no_grad():
-        _, cache = wrapped.run_with_cache(tokens, names_filter=lambda n: n.startswith("transformer.h.1.attn."))
+        _, cache = wrapped.run_with_cache(
+            tokens, names_filter=lambda n: n.startswith("transformer.h.1.attn.")
+        )
     assert isinstance(ref["transformer.h.1.attn"], tuple)
     assert "transformer.h.1.attn.hook_out" not in wrapped.hook_dict
-    torch.testing.assert_close(cache["transformer.h.1.attn.hook_out_0"], ref["transformer.h.1.attn"][0])
+    torch.testing.assert_close(
+        cache["transformer.h.1.attn.hook_out_0"], ref["transformer.h.1.attn"][0]
+    )
     # The pattern comes back as its own point: [batch, head, q, k].
     assert cache["transformer.h.1.attn.hook_out_1"].shape == (2, 4, 7, 7)
 
@@ -111,8 +120,10 @@ def test_tuple_outputs_get_one_point_per_tensor(gpt2):
 def test_unknown_hook_name_suggests_close_names(gpt2):
     wrapped = HookedAutoModel(gpt2)
     with pytest.raises(HookError, match="transformer.h.0.mlp.hook_out"):
-        wrapped.run_with_hooks(torch.zeros(1, 3, dtype=torch.long),
-                               fwd_hooks=[("transformer.h.0.mlp.hook_ot", lambda x, hook: x)])
+        wrapped.run_with_hooks(
+            torch.zeros(1, 3, dtype=torch.long),
+            fwd_hooks=[("transformer.h.0.mlp.hook_ot", lambda x, hook: x)],
+        )
 
 
 def test_input_hooks_see_the_module_input(gpt2):
@@ -120,5 +131,6 @@ def test_input_hooks_see_the_module_input(gpt2):
     tokens = torch.randint(0, 100, (2, 5))
     with torch.no_grad():
         _, cache = wrapped.run_with_cache(tokens)
-    torch.testing.assert_close(cache["transformer.h.0.mlp.c_proj.hook_in"],
-                               cache["transformer.h.0.mlp.act.hook_out"])
+    torch.testing.assert_close(
+        cache["transformer.h.0.mlp.c_proj.hook_in"], cache["transformer.h.0.mlp.act.hook_out"]
+    )

@@ -14,15 +14,28 @@ CASES = {
         transformers.GPT2LMHeadModel,
     ),
     "llama": (
-        transformers.LlamaConfig(vocab_size=256, hidden_size=128, intermediate_size=256,
-                                 num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
-                                 max_position_embeddings=64),
+        transformers.LlamaConfig(
+            vocab_size=256,
+            hidden_size=128,
+            intermediate_size=256,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+        ),
         transformers.LlamaForCausalLM,
     ),
     "gemma": (
-        transformers.GemmaConfig(vocab_size=256, hidden_size=128, intermediate_size=256,
-                                 num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=1,
-                                 head_dim=32, max_position_embeddings=64),
+        transformers.GemmaConfig(
+            vocab_size=256,
+            hidden_size=128,
+            intermediate_size=256,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            head_dim=32,
+            max_position_embeddings=64,
+        ),
         transformers.GemmaForCausalLM,
     ),
 }
@@ -46,7 +59,9 @@ def test_half_precision_is_as_accurate_as_hugging_face(checkpoint, dtype):
     folder, model_class = checkpoint
     tokens = torch.randint(0, 256, (2, 24), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        fp32 = model_class.from_pretrained(folder, attn_implementation="eager").eval()(tokens).logits
+        fp32 = (
+            model_class.from_pretrained(folder, attn_implementation="eager").eval()(tokens).logits
+        )
         hf = model_class.from_pretrained(folder, dtype=dtype, attn_implementation="eager").eval()
         hf_logits = hf(tokens).logits.float()
         ours = HookedTransformer.from_pretrained_no_processing(folder, dtype=dtype)

@@ -130,7 +130,9 @@ def test_split_qkv_input_matches_transformerlens_except_where_documented(tokens)
         for which in "qkv":
             name = f"blocks.{layer}.hook_{which}_input"
             assert max_abs_diff(tl_cache[name], resid[:, :, None].expand_as(tl_cache[name])) == 0
-            normalized = _affine(ours.blocks[layer].ln1, cache[f"blocks.{layer}.ln1.hook_normalized"])
+            normalized = _affine(
+                ours.blocks[layer].ln1, cache[f"blocks.{layer}.ln1.hook_normalized"]
+            )
             assert max_abs_diff(cache[name], normalized[:, :, None].expand_as(cache[name])) <= ATOL
 
 
