@@ -1,10 +1,13 @@
-"""The `lookingglass` command line: `info`, `demo`, and the jobs later issues add."""
+"""The `lookingglass` command line: `demo` (the main job), `info`, `explore`, `experiments`,
+`replicate` and `train-default`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
+
+from lookingglass.errors import LookingGlassError
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -27,17 +30,6 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from lookingglass.loading.registry import packaged_models
-
-    if args.model not in packaged_models() and not Path(args.model).is_dir():
-        print(
-            f"The default model '{args.model}' is not shipped in this checkout yet (train it with "
-            f"`lookingglass train-default --name {args.model}`). Everything else is set up: try "
-            "`lookingglass info` or `lookingglass replicate induction-heads --quick`."
-        )
-        return 0
     from lookingglass.demo import run_demo
 
     return run_demo(args.model, args.prompt, args.out)
@@ -71,7 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `lookingglass` command."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except LookingGlassError as error:  # bad input: the message says what to do
+        print(f"lookingglass {args.command}: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

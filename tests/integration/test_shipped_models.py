@@ -144,3 +144,18 @@ def test_demo_runs_offline_and_writes_a_self_contained_report(tmp_path):
     assert not re.search(r"<script[^>]+src=[\"']https?:", report)
     assert report.count("L1H") >= 1 and "logit lens" in report.lower()
     assert math.isfinite(float(heads[0][2]))
+
+
+def test_demo_on_a_model_that_does_not_exist_fails_with_the_reason(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "lookingglass.cli", "demo", "--model", str(tmp_path / "nothing")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        cwd=tmp_path,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "lookingglass demo:" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "reports").exists()
