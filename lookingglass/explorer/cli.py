@@ -52,7 +52,7 @@ def add_explore_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def streamlit_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
-    """The `streamlit run` command line and environment for `args`.
+    """The `streamlit run` command line (through `serve`) and environment for `args`.
 
     Raises:
         SourceError: a data, store or snapshots path that is missing or unusable.
@@ -81,7 +81,7 @@ def streamlit_command(args: argparse.Namespace) -> tuple[list[str], dict[str, st
     command = [
         sys.executable,
         "-m",
-        "streamlit",
+        "lookingglass.explorer.serve",  # `streamlit run`, with the model loading early
         "run",
         str(APP),
         "--server.address",
