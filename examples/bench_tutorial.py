@@ -245,7 +245,8 @@ def main() -> None:
 
     effects = ablation_effects(torch.cat(prompts[:8]))
     print("\nloss increase per ablated head:\n", effects)
-    profile = bench.profile_model(lambda: model(torch.cat(prompts)))()
+    forward = bench.profile_model(lambda: model(torch.cat(prompts)), name="profile_forward")
+    profile = forward()
     print("\n" + profile.table(sort="self_ms", top=8))
 
     removed = [
