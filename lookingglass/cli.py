@@ -17,7 +17,7 @@ def _info(args: argparse.Namespace) -> int:
     import transformers
 
     import lookingglass
-    from lookingglass.loading.registry import list_models
+    from lookingglass.loading.registry import list_models, packaged_models
 
     print(f"lookingglass {lookingglass.__version__}")
     print(
@@ -26,6 +26,10 @@ def _info(args: argparse.Namespace) -> int:
     )
     print(f"device: {'cuda' if torch.cuda.is_available() else 'cpu'}")
     print(f"known model names: {len(list_models())} (lookingglass.list_models())")
+    shipped = packaged_models()
+    print(f"shipped models (offline): {', '.join(shipped) or 'none'}")
+    for name, folder in shipped.items():
+        print(f"  {name}: {folder}")
     return 0
 
 

@@ -159,3 +159,15 @@ def test_demo_on_a_model_that_does_not_exist_fails_with_the_reason(tmp_path):
     assert result.returncode == 2
     assert "lookingglass demo:" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "reports").exists()
+
+
+def test_info_lists_the_shipped_models():
+    import contextlib
+    import io
+
+    from lookingglass.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["info"]) == 0
+    assert "shipped models (offline): lookingglass-attn2, lookingglass-mlp4" in out.getvalue()
