@@ -207,7 +207,7 @@ def main() -> None:
         "speedup",
         "ours pos=[-1] s",
         "speedup",
-        "max |diff|",
+        "max abs diff",
     ]
     print(f"\ntorch threads: {torch.get_num_threads()}, total {time.perf_counter() - start:.0f} s")
     print(format_table(rows, header))
