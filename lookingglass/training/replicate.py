@@ -458,7 +458,7 @@ def add_replicate_parser(subparsers: Any) -> argparse.ArgumentParser:
         "form and whether in-context learning jumps at the same time.",
     )
     parser.add_argument("experiment", choices=["induction-heads"])
-    parser.add_argument("--quick", action="store_true", help="a smaller run (CI, about 3 minutes)")
+    parser.add_argument("--quick", action="store_true", help="a smaller run (CI, about a minute)")
     parser.add_argument(
         "--out", default=None, help="output folder (default: reports/induction-heads)"
     )
