@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from lookingglass.utils import write_atomic
+
 # Genesis 5:12-16 (the corpus's own text). "begat Mahalaleel ... begat Mahalaleel" and
 # "begat Jared: ... he begat" let an induction head predict " Jared".
 DEFAULT_PROMPT = (
@@ -89,7 +91,7 @@ def run_demo(
         report = _report_html(model, model_name, prompt, str_tokens, cache, predictions, scores)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report, encoding="utf-8")
+    write_atomic(out, report)
     print(f"report: {out.resolve()}  ({time.perf_counter() - started:.1f} s)")
     return 0
 

@@ -1,8 +1,11 @@
-"""Small helpers with TransformerLens's names: activation names, losses, conversions."""
+"""Small helpers with TransformerLens's names: activation names, losses, conversions;
+and `write_atomic`, how the library writes every file a reader may open."""
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -286,3 +289,23 @@ def tokenize_and_concatenate(*args, **kwargs):
     from lookingglass.training.data import tokenize_and_concatenate as _impl
 
     return _impl(*args, **kwargs)
+
+
+def write_atomic(path: str | Path, data: str | bytes) -> Path:
+    """Write `data` (text as UTF-8) to `path` all at once: into a temporary file beside
+    it, flushed to disk, then renamed over `path`. A reader sees the old file or the new
+    one, never half of one; on any error the old file is untouched and the temporary file
+    is removed."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        with open(tmp, "wb") as file:
+            file.write(payload)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path

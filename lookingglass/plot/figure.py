@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from lookingglass.utils import write_atomic
+
 # Colour scales by our name: (plotly name, matplotlib name).
 COLORSCALES = {
     "viridis": ("Viridis", "viridis"),
@@ -147,7 +149,7 @@ class Figure:
         else:
             html = self.plotly.to_html(include_plotlyjs=True, full_html=True)
         if path is not None:
-            Path(path).write_text(html, encoding="utf-8")
+            write_atomic(path, html)
         return html
 
     def to_image(
@@ -164,7 +166,7 @@ class Figure:
         self.matplotlib.savefig(buffer, format=fmt, dpi=dpi, bbox_inches="tight")
         data = buffer.getvalue()
         if path is not None:
-            Path(path).write_bytes(data)
+            write_atomic(path, data)
         return data
 
     def savefig(self, path: str | Path, **kwargs: Any) -> bytes:

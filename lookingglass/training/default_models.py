@@ -44,6 +44,7 @@ from lookingglass.training.corpus import load_corpus
 from lookingglass.training.data import tokenize_and_concatenate
 from lookingglass.training.tokenizer import train_tokenizer
 from lookingglass.training.train import TrainConfig, TrainResult, evaluate, train
+from lookingglass.utils import write_atomic
 
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 VOCAB_SIZE = 4096
@@ -233,8 +234,8 @@ def train_default(
         data_seconds,
         n_steps is not None,
     )
-    (out / "training.json").write_text(json.dumps(facts, indent=2) + "\n")
-    (out / "MODEL_CARD.md").write_text(_model_card(facts))
+    write_atomic(out / "training.json", json.dumps(facts, indent=2) + "\n")
+    write_atomic(out / "MODEL_CARD.md", _model_card(facts))
     return out
 
 

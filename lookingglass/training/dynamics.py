@@ -42,6 +42,7 @@ from lookingglass.analysis.heads import (
     repeated_random_tokens,
 )
 from lookingglass.errors import InputError
+from lookingglass.utils import write_atomic
 
 
 # --------------------------------------------------------------------------- samples
@@ -388,5 +389,5 @@ def dynamics_summary(
 def write_json(data: dict[str, Any], path: str | Path) -> Path:
     """Write `data` as indented JSON."""
     path = Path(path)
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    write_atomic(path, json.dumps(data, indent=2) + "\n")
     return path

@@ -48,6 +48,7 @@ from lookingglass.training.dynamics import (
 from lookingglass.training.snapshots import Snapshots, SnapshotSaver, snapshot_steps
 from lookingglass.training.synthetic import induction_training_data
 from lookingglass.training.train import TrainConfig, TrainResult, train
+from lookingglass.utils import write_atomic
 
 MODELS: dict[str, dict[str, Any]] = {
     "attn1": {"n_layers": 1},
@@ -213,7 +214,7 @@ def run_replication(
             print(f"{name}: {json.dumps(summary)}", flush=True)
     _plots(runs, out)
     results = _results(runs, settings, quick, time.perf_counter() - started)
-    (out / "report.md").write_text(_report(results, runs, settings))
+    write_atomic(out / "report.md", _report(results, runs, settings))
     write_json(results, out / "results.json")
     return results
 
@@ -385,7 +386,7 @@ def _plots(runs: list[ModelRun], out: Path) -> None:
     ax_icl.set(title="ICL score (late minus early token loss)", xlabel="step", ylabel="nats")
     for ax in (ax_ind, ax_icl):
         ax.legend()
-    fig.savefig(out / "scores.png", dpi=110)
+    _save_png(fig, out / "scores.png")
 
     fig = Figure(figsize=(11, 4), layout="constrained")
     ax_train, ax_pos = fig.subplots(1, 2)
@@ -408,7 +409,7 @@ def _plots(runs: list[ModelRun], out: Path) -> None:
     ax_pos.set(title="final held-out loss by token position", xlabel="token index", ylabel="nats")
     ax_train.legend()
     ax_pos.legend()
-    fig.savefig(out / "loss_curves.png", dpi=110)
+    _save_png(fig, out / "loss_curves.png")
 
     joint = np.concatenate([r.dynamics.loss_vectors for r in runs])
     pca = loss_pca(joint, k=2)
@@ -427,7 +428,7 @@ def _plots(runs: list[ModelRun], out: Path) -> None:
         ylabel=f"PC2 ({pca.explained_variance_ratio[1]:.0%})",
     )
     ax.legend()
-    fig.savefig(out / "loss_pca.png", dpi=110)
+    _save_png(fig, out / "loss_pca.png")
 
     fig = Figure(figsize=(4 * len(runs), 3), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(runs)))
@@ -444,7 +445,7 @@ def _plots(runs: list[ModelRun], out: Path) -> None:
             yticks=range(final.shape[0]),
         )
     fig.colorbar(image, ax=axes.tolist())
-    fig.savefig(out / "heads.png", dpi=110)
+    _save_png(fig, out / "heads.png")
 
 
 # ------------------------------------------------------------------------------ CLI
@@ -483,3 +484,12 @@ def _run_cli(args: argparse.Namespace) -> int:
         f"in {results['total_seconds']:.0f} s; report: {out / 'report.md'}"
     )
     return 0
+
+
+def _save_png(fig: Any, path: Path) -> None:
+    """Save a matplotlib figure as PNG, atomically (`write_atomic`)."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    write_atomic(path, buffer.getvalue())
