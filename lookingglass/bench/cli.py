@@ -16,8 +16,10 @@ import datetime
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import torch
@@ -231,7 +233,9 @@ def _compare(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    with _bench(args) as bench, open(args.out, "w", encoding="utf-8") as out:
+    # Lines go to a temporary file renamed at the end: an export that fails part-way
+    # leaves no partial file (and an older export at that path untouched).
+    with _bench(args) as bench, _atomic_lines(args.out) as out:
         runs = bench.runs(args.name)
         for run in tqdm(runs, desc="export", unit="run"):
             record = {
@@ -256,6 +260,20 @@ def _export(args: argparse.Namespace) -> int:
             out.write(json.dumps(record) + "\n")
     print(f"wrote {len(runs)} run(s) to {args.out}")
     return 0
+
+
+@contextmanager
+def _atomic_lines(path: str | Path) -> Iterator[TextIO]:
+    """A text file written at a temporary name and renamed to `path` when the block
+    ends without error (removed otherwise)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as file:
+            yield file
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _jsonable(value: Any, tensors: bool) -> Any:

@@ -30,6 +30,7 @@ from lookingglass.bench.compare import Comparison, compare_runs
 from lookingglass.bench.experiment import Experiment
 from lookingglass.bench.store import RunRecord, Store, VersionRecord, open_store
 from lookingglass.errors import InputError, LookingGlassError
+from lookingglass.utils import write_atomic
 
 
 class ToolError(LookingGlassError, KeyError):
@@ -368,9 +369,8 @@ class Bench:
         if name.endswith(".plotly.json") and path.suffix == ".html":
             import plotly.io
 
-            plotly.io.from_json(data.decode()).write_html(path, include_plotlyjs=True)
-        else:
-            path.write_bytes(data)
+            data = plotly.io.from_json(data.decode()).to_html(include_plotlyjs=True)
+        write_atomic(path, data)
         return path
 
     def compare(self, run_a: int | RunRecord, run_b: int | RunRecord) -> Comparison:

@@ -349,3 +349,29 @@ def test_the_experiments_command_line(bench, tmp_path, capsys):
     assert main(["experiments", "show", "99", *store]) == 2
     assert "no run 99" in capsys.readouterr().err
     assert main(["experiments", "list", "--store", str(tmp_path / "missing.db")]) == 2
+
+
+def test_an_export_that_fails_part_way_leaves_no_file(bench, tmp_path, monkeypatch):
+    import lookingglass.bench.cli as bench_cli
+    from lookingglass.cli import main
+
+    @bench.log_experiment
+    def value(x):
+        return {"x": torch.tensor([x])}
+
+    value(1.0)
+    value(2.0)
+    real, calls = bench_cli._jsonable, []
+
+    def fails_on_the_second_run(item, tensors):
+        calls.append(1)
+        if len(calls) == 3:  # args and result of run 1 done; run 2 fails
+            raise RuntimeError("disk full")
+        return real(item, tensors)
+
+    monkeypatch.setattr(bench_cli, "_jsonable", fails_on_the_second_run)
+    out = tmp_path / "export" / "runs.jsonl"
+    out.parent.mkdir()
+    with pytest.raises(RuntimeError, match="disk full"):
+        main(["experiments", "export", str(out), "--store", str(bench.store.path)])
+    assert list(out.parent.iterdir()) == []

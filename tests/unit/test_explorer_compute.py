@@ -360,7 +360,9 @@ def test_explore_binds_localhost_and_passes_checked_paths(tmp_path, model_dir, d
             "9123",
         )
     )
-    assert command[1:4] == ["-m", "lookingglass.explorer.serve", "run"] and command[4].endswith("explorer/app.py")
+    assert command[1:4] == ["-m", "lookingglass.explorer.serve", "run"] and command[4].endswith(
+        "explorer/app.py"
+    )
     options = dict(zip(command[5::2], command[6::2], strict=True))
     assert options["--server.address"] == "127.0.0.1" and options["--server.port"] == "9123"
     assert (
