@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from lookingglass import HookedTransformer
 from lookingglass.analysis import induction_scores
@@ -270,3 +271,34 @@ def test_a_model_that_does_not_load_is_an_error_on_every_model_page(app, tmp_pat
             assert any("Could not load the model" in e for e in errors(at)), (page, model)
     at = app("experiments_page.py", model=str(tmp_path / "missing"))
     assert not errors(at) and tables(at, "experiment")
+
+
+def test_every_page_works_on_the_shipped_model_with_mlps(app):
+    """The pages are written for any architecture, not only attention-only models:
+    `lookingglass-mlp4` (4 layers with MLPs) opens every page without an error, and the
+    Browse page can ablate an MLP layer."""
+    from lookingglass.loading.registry import packaged_models
+
+    assert "lookingglass-mlp4" in packaged_models()
+    pages = ["prompt_page.py", "circuits_page.py", "browse_page.py", "schematics_page.py"]
+    for page in pages:
+        at = app(page, model="lookingglass-mlp4")
+        assert not errors(at), (page, errors(at))
+        assert "4 layers x 4 heads" in " ".join(c.value for c in at.sidebar.caption), page
+    at = app("browse_page.py", model="lookingglass-mlp4")
+    at.selectbox(key="component").set_value("mlp 2").run()
+    assert not errors(at) and not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    mlp4 = HookedTransformer.from_pretrained("lookingglass-mlp4", device="cpu")
+    tokens = sources.example_tokens(mlp4, sources.corpus_dataset().texts[0])
+    with torch.no_grad():
+        clean = mlp4(tokens, return_type="loss", loss_per_token=True)[0]
+        zeroed = mlp4.run_with_hooks(  # by hand: MLP 2 writes nothing
+            tokens,
+            return_type="loss",
+            loss_per_token=True,
+            fwd_hooks=[("blocks.2.hook_mlp_out", lambda out, hook: torch.zeros_like(out))],
+        )[0]
+    assert metrics["Mean loss, clean"] == f"{float(clean.mean()):.4f}", metrics
+    ablated = next(value for label, value in metrics.items() if "mlp 2" in label.lower())
+    assert float(ablated) == pytest.approx(float(zeroed.mean()), abs=1e-4), metrics
