@@ -16,10 +16,8 @@ import datetime
 import json
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,6 +25,7 @@ import torch
 from lookingglass.bench.blobs import StoreError, Unstored
 from lookingglass.bench.compare import summarize
 from lookingglass.errors import LookingGlassError
+from lookingglass.utils import atomic_file
 
 
 def add_experiments_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -235,7 +234,7 @@ def _export(args: argparse.Namespace) -> int:
 
     # Lines go to a temporary file renamed at the end: an export that fails part-way
     # leaves no partial file (and an older export at that path untouched).
-    with _bench(args) as bench, _atomic_lines(args.out) as out:
+    with _bench(args) as bench, atomic_file(args.out, "w") as out:
         runs = bench.runs(args.name)
         for run in tqdm(runs, desc="export", unit="run"):
             record = {
@@ -260,20 +259,6 @@ def _export(args: argparse.Namespace) -> int:
             out.write(json.dumps(record) + "\n")
     print(f"wrote {len(runs)} run(s) to {args.out}")
     return 0
-
-
-@contextmanager
-def _atomic_lines(path: str | Path) -> Iterator[TextIO]:
-    """A text file written at a temporary name and renamed to `path` when the block
-    ends without error (removed otherwise)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as file:
-            yield file
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _jsonable(value: Any, tensors: bool) -> Any:

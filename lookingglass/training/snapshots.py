@@ -19,7 +19,6 @@ Layout of a snapshot folder:
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from lookingglass.errors import CheckpointError, InputError
+from lookingglass.utils import write_atomic
 
 INDEX_FILE = "index.json"
 _STEP_DIR = re.compile(r"step_(\d+)")
@@ -84,9 +84,7 @@ class SnapshotSaver:
         for key, value in (("train_loss", state.train_loss), ("eval_loss", state.eval_loss)):
             if value is not None:
                 self.index[key][str(state.step)] = value
-        tmp = self.folder / f".{INDEX_FILE}.tmp"
-        tmp.write_text(json.dumps(self.index, indent=1) + "\n")
-        os.replace(tmp, self.folder / INDEX_FILE)
+        write_atomic(self.folder / INDEX_FILE, json.dumps(self.index, indent=1) + "\n")
 
 
 class Snapshots:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from torch import Tensor
 from lookingglass.errors import CheckpointError, ConfigError, InputError
 from lookingglass.loading.converters._common import check_state_dict
 from lookingglass.training.data import token_rows
+from lookingglass.utils import atomic_file
 
 CHECKPOINT_FILE = "checkpoint.pt"
 _CHECKPOINT_FORMAT = 1
@@ -284,9 +284,8 @@ def save_checkpoint(
         "tokens_seen": result.tokens_seen,
     }
     target = folder / CHECKPOINT_FILE
-    tmp = folder / f".{CHECKPOINT_FILE}.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, target)
+    with atomic_file(target) as file:
+        torch.save(state, file)
     return target
 
 
