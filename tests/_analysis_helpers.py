@@ -35,3 +35,37 @@ def tl_twin(model: Any, tokenizer: Any = None) -> Any:
 def twin_caches(model: Any, twin: Any, tokens: torch.Tensor) -> tuple[Any, Any]:
     """Both models' full caches on `tokens`."""
     return model.run_with_cache(tokens)[1], twin.run_with_cache(tokens)[1]
+
+
+def prefix_matching_by_hand(
+    model: Any,
+    seq_len: int,
+    n_seq: int,
+    vocab: tuple[int, int],
+    bos: int | None = None,
+    seed: int = 7,
+) -> torch.Tensor:
+    """[layer, head]: mean attention from each token of the second copy of a random
+    sequence (tokens uniform in `vocab`, after a `bos` when given) to the token after
+    the same token's first occurrence (Olsson et al. 2022), read from hooked patterns."""
+    generator = torch.Generator().manual_seed(seed)
+    half = torch.randint(*vocab, (n_seq, seq_len), generator=generator)
+    prefix = [] if bos is None else [torch.full((n_seq, 1), bos)]
+    tokens = torch.cat([*prefix, half, half], dim=1)
+    patterns: dict[int, torch.Tensor] = {}
+    with torch.no_grad():
+        model.run_with_hooks(
+            tokens,
+            fwd_hooks=[
+                (
+                    lambda name: name.endswith("hook_pattern"),
+                    lambda p, hook: patterns.__setitem__(int(hook.name.split(".")[1]), p),
+                )
+            ],
+        )
+    offset = len(prefix)
+    dest = torch.arange(offset + seq_len, offset + 2 * seq_len)
+    src = dest - seq_len + 1
+    return torch.stack(
+        [patterns[layer][:, :, dest, src].mean((0, 2)) for layer in sorted(patterns)]
+    )

@@ -10,29 +10,12 @@ import torch
 
 from lookingglass.cli import main
 from lookingglass.training import Snapshots
+from tests._analysis_helpers import prefix_matching_by_hand
 
 
-def prefix_matching_by_hand(model, seq_len: int = 20, n_seq: int = 20) -> torch.Tensor:
-    """[layer, head]: mean attention from each token of the second copy of a random
-    sequence (no BOS, as in training) to the token after its first occurrence."""
-    generator = torch.Generator().manual_seed(7)
-    half = torch.randint(0, model.cfg.d_vocab, (n_seq, seq_len), generator=generator)
-    tokens = torch.cat([half, half], dim=1)
-    patterns = {}
-    with torch.no_grad():
-        model.run_with_hooks(
-            tokens,
-            fwd_hooks=[
-                (
-                    lambda name: name.endswith("hook_pattern"),
-                    lambda p, hook: patterns.__setitem__(int(hook.name.split(".")[1]), p),
-                )
-            ],
-        )
-    dest = torch.arange(seq_len, 2 * seq_len - 1)
-    return torch.stack(
-        [patterns[layer][:, :, dest, dest - seq_len + 1].mean((0, 2)) for layer in sorted(patterns)]
-    )
+def by_hand(model) -> torch.Tensor:
+    """Prefix-matching on random tokens without BOS, as the models were trained."""
+    return prefix_matching_by_hand(model, 20, 20, vocab=(0, model.cfg.d_vocab))
 
 
 def test_quick_replication_reproduces_the_finding_and_its_report_is_true(tmp_path):
@@ -50,8 +33,8 @@ def test_quick_replication_reproduces_the_finding_and_its_report_is_true(tmp_pat
         snapshots = Snapshots(out / name / "snapshots")
         assert snapshots.steps[0] == 0 and snapshots.steps[-1] == results["settings"]["n_steps"]
         first, last = snapshots[snapshots.steps[0]], snapshots[snapshots.steps[-1]]
-        final = prefix_matching_by_hand(last)
-        assert prefix_matching_by_hand(first).max() < 0.2, name  # nothing at initialization
+        final = by_hand(last)
+        assert by_hand(first).max() < 0.2, name  # nothing at initialization
         reported = results["models"][name]
         assert abs(float(final.max()) - reported["max_induction_score"]) < 0.1, (name, final)
         if reported["induction_heads"]:  # the strongest head is the one the report names
@@ -62,7 +45,5 @@ def test_quick_replication_reproduces_the_finding_and_its_report_is_true(tmp_pat
         else:
             assert final.max() < 0.2, (name, final)
     # In the 2-layer model the induction heads are in layer 1 (layer 0 cannot do it).
-    attn2 = prefix_matching_by_hand(
-        Snapshots(out / "attn2" / "snapshots")[results["settings"]["n_steps"]]
-    )
+    attn2 = by_hand(Snapshots(out / "attn2" / "snapshots")[results["settings"]["n_steps"]])
     assert attn2[1].max() > 0.5 and attn2[0].max() < 0.2

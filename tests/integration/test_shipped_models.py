@@ -20,6 +20,7 @@ import torch
 
 from lookingglass import HookedTransformer
 from lookingglass.loading.registry import packaged_models
+from tests._analysis_helpers import prefix_matching_by_hand
 
 SHIPPED = ["lookingglass-attn2", "lookingglass-mlp4"]
 MAX_BYTES = 15 * 2**20
@@ -91,33 +92,10 @@ def test_mlp4_matches_hugging_face_gpt2():
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
 
 
-def _prefix_matching_by_hand(model, seq_len: int = 40, batch: int = 8) -> torch.Tensor:
-    """[layer, head] mean attention from the second copy of a repeated random sequence to
-    the token after the same token's first occurrence (Olsson et al. 2022)."""
-    generator = torch.Generator().manual_seed(123)
-    random_tokens = torch.randint(1000, 4000, (batch, seq_len), generator=generator)
-    bos = torch.full((batch, 1), model.tokenizer.bos_token_id)
-    tokens = torch.cat([bos, random_tokens, random_tokens], dim=1)
-    patterns = {}
-    model.run_with_hooks(
-        tokens,
-        fwd_hooks=[
-            (
-                lambda name: name.endswith("hook_pattern"),
-                lambda pattern, hook: patterns.__setitem__(int(hook.name.split(".")[1]), pattern),
-            )
-        ],
-    )
-    dest = torch.arange(1 + seq_len, 1 + 2 * seq_len)
-    src = dest - seq_len + 1
-    return torch.stack(
-        [patterns[layer][:, :, dest, src].mean((0, 2)) for layer in range(model.cfg.n_layers)]
-    )
-
-
 def test_attn2_has_induction_heads_in_layer_1():
     model = HookedTransformer.from_pretrained("lookingglass-attn2")
-    scores = _prefix_matching_by_hand(model)
+    bos = model.tokenizer.bos_token_id
+    scores = prefix_matching_by_hand(model, 40, 8, vocab=(1000, 4000), bos=bos, seed=123)
     assert scores[1].max() > 0.4, scores
     assert scores[0].max() < 0.2, scores  # layer 0 cannot do induction alone
 
