@@ -27,6 +27,7 @@ the same prompts:
 from __future__ import annotations
 
 import argparse
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -171,7 +172,7 @@ def main() -> None:
         PlotSpec("loss_per_token", data_keys={"tokens": "tokens", "losses": "losses"})
     )
     def per_token_loss(tokens: torch.Tensor, ablate: list):
-        with torch.no_grad(), surgery.knock_out_heads(ablate) if ablate else _nothing():
+        with torch.no_grad(), surgery.knock_out_heads(ablate) if ablate else nullcontext():
             losses = model(tokens, return_type="loss", loss_per_token=True)[0]
         return {"tokens": token_strings(model, tokens[0]), "losses": losses}
 
@@ -204,7 +205,7 @@ def main() -> None:
 
     def in_context_improvement(prompt: torch.Tensor, condition: str) -> float:
         ablate = knocked_out[condition]
-        with torch.no_grad(), surgery.knock_out_heads(ablate) if ablate else _nothing():
+        with torch.no_grad(), surgery.knock_out_heads(ablate) if ablate else nullcontext():
             losses = model(prompt, return_type="loss", loss_per_token=True)[0]
         return float(losses[first_repeat].mean() - losses[second_repeat].mean())
 
@@ -271,16 +272,6 @@ def main() -> None:
             f"plots: {', '.join(run.attachments) or '-'}"
         )
     bench.close()
-
-
-class _nothing:
-    """A context manager that does nothing (no heads to knock out)."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 if __name__ == "__main__":
