@@ -58,7 +58,8 @@ def from_pretrained_encoder(
             take the config and weights from instead of reading `model_name`.
         device: defaults to the best available; `move_to_device=False` keeps the CPU.
         tokenizer: overrides the folder's tokenizer.
-        dtype: parameter dtype. `revision`: Hub revision when downloading.
+        dtype: parameter dtype (`torch_dtype=` is accepted too, as in TransformerLens).
+        revision: Hub revision when downloading.
         cfg_overrides: other `ModelConfig` fields (e.g. `use_attn_result=True`).
 
     Raises:
@@ -67,6 +68,8 @@ def from_pretrained_encoder(
         CheckpointError: unreadable checkpoint, or weights that do not match the config.
         ConfigError: an unknown override, or a BERT variant the converter refuses.
     """
+    if "torch_dtype" in cfg_overrides:  # TransformerLens's (and older transformers') name
+        dtype = cfg_overrides.pop("torch_dtype")
     if checkpoint_index is not None or checkpoint_value is not None:
         raise InputError("BERT models have no training checkpoints; leave checkpoint_* unset.")
     unknown = sorted(set(cfg_overrides) - {f.name for f in dataclasses.fields(ModelConfig)})
@@ -76,7 +79,8 @@ def from_pretrained_encoder(
     folder = None
     if hf_model is not None:
         hf_config = {**hf_model.config.to_dict(), "architectures": [type(hf_model).__name__]}
-        checkpoint = dict(hf_model.state_dict())
+        # Copies: the encoder's parameters must not share memory with `hf_model`'s.
+        checkpoint = {k: v.detach().clone() for k, v in hf_model.state_dict().items()}
     else:
         name = BERT_MODELS.get(name.lower(), name)
         folder = pretrained.resolve(name, revision)
@@ -141,5 +145,5 @@ def _load_tokenizer(folder: Path) -> Any:
     """The folder's tokenizer (BERT's may be only a WordPiece `vocab.txt`), or None."""
     tokenizer = pretrained._load_tokenizer(folder)
     if tokenizer is None and (folder / "vocab.txt").is_file():
-        tokenizer = transformers.BertTokenizerFast(vocab_file=str(folder / "vocab.txt"))
+        tokenizer = transformers.BertTokenizerFast(vocab=str(folder / "vocab.txt"))
     return tokenizer

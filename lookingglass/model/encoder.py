@@ -353,11 +353,13 @@ def _checked_config(cfg: ModelConfig, tokenizer: Any) -> ModelConfig:
 def _bidirectional_context(
     shape: torch.Size, one_zero_attention_mask: Tensor | None, device: torch.device
 ) -> AttentionContext:
-    """Every query may attend to every key that is not padding."""
+    """Every query may attend to every key that is not padding (the mask is a
+    broadcast view, `[batch or 1, 1, query_pos, key_pos]`)."""
     batch, n_pos = shape
     positions = torch.arange(n_pos, device=device).expand(batch, n_pos)
     if one_zero_attention_mask is None:
         mask = torch.ones(1, 1, 1, n_pos, dtype=torch.bool, device=device)
-        return AttentionContext(mask, positions, positions)
+        return AttentionContext(mask.expand(1, 1, n_pos, n_pos), positions, positions)
     key_is_real = one_zero_attention_mask.to(device).bool()
-    return AttentionContext(key_is_real[:, None, None, :], positions, positions, key_is_real)
+    mask = key_is_real[:, None, None, :].expand(batch, 1, n_pos, n_pos)
+    return AttentionContext(mask, positions, positions, key_is_real)

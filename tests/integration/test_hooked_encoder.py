@@ -15,16 +15,16 @@ import pytest
 import torch
 import transformers
 
+from lookingglass.config import ModelConfig
 from lookingglass.errors import ConfigError, InputError
 from lookingglass.loading import pretrained
 from lookingglass.model.encoder import HookedEncoder
 from lookingglass.model.next_sentence import BertNextSentencePrediction
 
 WORDS = "the a cat dog sat on mat ran to park is was big small red blue and it he she".split()
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", *WORDS]
-VOCAB += [c for c in "abcdefghijklmnopqrstuvwxyz"] + [
-    f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"
-]
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ","]
+VOCAB = list(dict.fromkeys([*SPECIAL, *WORDS, *LETTERS, *(f"##{c}" for c in LETTERS)]))
 TINY_BERT = dict(
     hidden_size=64,
     num_hidden_layers=2,
@@ -41,7 +41,9 @@ WEIGHTS = "W_E W_pos W_E_pos W_Q W_K W_V W_O b_Q b_K b_V b_O W_in W_out b_in b_o
 def _tokenizer(folder: Path) -> transformers.PreTrainedTokenizerBase:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
-    return transformers.BertTokenizerFast(vocab_file=str(folder / "vocab.txt"))
+    tokenizer = transformers.BertTokenizerFast(vocab=str(folder / "vocab.txt"))
+    assert len(tokenizer) == len(VOCAB)
+    return tokenizer
 
 
 @torch.no_grad()
@@ -72,7 +74,10 @@ def bert(tmp_path_factory: pytest.TempPathFactory) -> dict:
     folders = {}
     for name, model in (("pretraining", pretraining), ("mlm", masked_lm), ("base", base)):
         model.save_pretrained(root / name)
-        tokenizer.save_pretrained(root / name)
+        if name == "base":  # a WordPiece vocab.txt only, as in older BERT repositories
+            (root / name / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+        else:
+            tokenizer.save_pretrained(root / name)
         folders[name] = root / name
     return dict(
         pretraining=pretraining, mlm=masked_lm, base=base, folders=folders, tokenizer=tokenizer
@@ -192,6 +197,8 @@ def test_tokens_predictions_and_weights_equal_transformer_lens(ours, tl_model) -
     for name in WEIGHTS:
         assert torch.equal(getattr(ours, name), getattr(tl_model, name)), name
     assert _max_diff(ours.QK.AB, tl_model.QK.AB) < ATOL
+    tl_buffers = {k for k in tl_model.state_dict() if k.endswith(("attn.mask", "attn.IGNORE"))}
+    assert set(ours.state_dict()) == set(tl_model.state_dict()) - tl_buffers
     assert ours.all_head_labels() == tl_model.all_head_labels()
 
 
@@ -206,6 +213,7 @@ def test_checkpoints_without_a_head_refuse_to_use_it(bert: dict) -> None:
     with pytest.raises(InputError, match="masked-LM head"):
         base(BATCH)
     tokens, types, mask = base.to_tokens(BATCH)
+    assert torch.equal(tokens, mlm.to_tokens(BATCH)[0])
     expected = bert["base"](input_ids=tokens, token_type_ids=types, attention_mask=mask)
     assert _max_diff(base.encoder_output(tokens, types, mask), expected.last_hidden_state) < ATOL
     assert base(BATCH, return_type=None) is None
@@ -227,6 +235,29 @@ def test_hf_model_argument_and_hub_name(bert: dict, monkeypatch: pytest.MonkeyPa
     by_name = HookedEncoder.from_pretrained("bert-base-cased", device="cpu")
     assert asked == ["google-bert/bert-base-cased"]
     assert _max_diff(by_name(tokens, "logits", types, mask), expected) < ATOL
+
+
+@torch.no_grad()
+def test_fresh_model_from_config(bert: dict) -> None:
+    """A random encoder from a ModelConfig (vocabulary size from the tokenizer) computes
+    what TransformerLens's HookedEncoder computes with the same parameters."""
+    from transformer_lens import HookedEncoder as TLHookedEncoder
+    from transformer_lens import HookedTransformerConfig
+
+    shape = dict(n_layers=1, d_model=32, d_head=8, d_mlp=64, n_ctx=16, act_fn="gelu", eps=1e-12)
+    model = HookedEncoder(ModelConfig(**shape, seed=1), bert["tokenizer"])
+    assert model.cfg.d_vocab == len(VOCAB)
+    assert model.W_Q.std() > 0 and (model.embed.ln.w == 1).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tl_cfg = HookedTransformerConfig(
+            **shape, d_vocab=len(VOCAB), attention_dir="bidirectional", device="cpu"
+        )
+        tl = TLHookedEncoder(tl_cfg, bert["tokenizer"], move_to_device=False)
+    tl.load_state_dict(model.state_dict(), strict=False)
+    assert _max_diff(model(BATCH), tl(BATCH)) < ATOL
+    with pytest.raises(ConfigError, match="positional_embedding_type"):
+        HookedEncoder(ModelConfig(**shape, d_vocab=10, positional_embedding_type="rotary"))
 
 
 def test_unsupported_configurations_are_refused(bert: dict, tmp_path: Path) -> None:
