@@ -166,7 +166,9 @@ class HookedTransformer(WeightProperties, HookedRootModule):
         tokens = self.hook_tokens(tokens)
         residual = self.hook_embed(self.embed(tokens))
         if hasattr(self, "pos_embed"):
-            residual = residual + self.hook_pos_embed(self.pos_embed(context.positions))
+            residual = residual + self.hook_pos_embed(
+                self.pos_embed(tokens, positions=context.positions)
+            )
         return residual, context
 
     def _context(self, shape, attention_mask, past_kv_cache, device) -> AttentionContext:
