@@ -179,3 +179,71 @@ def test_hooks_that_edit_take_effect_as_in_transformerlens(tokens, name):
     tl_edited = theirs.run_with_hooks(tokens, fwd_hooks=[(name, double_in_place)])
     assert max_abs_diff(edited, plain) > 1e-3
     assert max_abs_diff(edited, tl_edited) <= ATOL
+
+
+# ------------------------------------------- components built as in TransformerLens
+COMPONENT_CFG = dict(
+    n_layers=2, d_model=64, n_ctx=32, d_head=16, n_heads=4, d_mlp=128, d_vocab=50,
+    act_fn="gelu_new", normalization_type="LN",
+)  # fmt: skip
+COMPONENTS = [
+    # (module, class, constructor args after cfg, extra config, input)
+    ("attention", "Attention", ("global", 0), {}, "qkv"),
+    ("attention", "GroupedQueryAttention", ("global", 1), {"n_key_value_heads": 2}, "qkv"),
+    ("block", "TransformerBlock", (1,), {}, "resid"),
+    ("block", "TransformerBlock", (0,), LLAMA_LIKE, "resid"),
+    ("mlp", "MLP", (), {}, "resid"),
+    ("norm", "LayerNorm", (), {}, "resid"),
+    ("norm", "LayerNormPre", (), {}, "resid"),
+    ("norm", "RMSNorm", (), {}, "resid"),
+    ("embed", "Embed", (), {}, "tokens"),
+    ("embed", "PosEmbed", (), {}, "tokens"),
+    ("embed", "Unembed", (), {}, "resid"),
+]
+
+
+@pytest.mark.parametrize(
+    "module,name,args,extra,kind", COMPONENTS, ids=[f"{c[1]}{c[2]}" for c in COMPONENTS]
+)
+@torch.no_grad()
+def test_components_built_as_in_transformerlens_equal_theirs(module, name, args, extra, kind):
+    """`Attention(cfg, "global", 0)`, `TransformerBlock(cfg, i)`, `MLP(cfg)`, ... with a
+    dict config, as TransformerLens's tests build them, compute what TransformerLens's
+    components compute on the same weights."""
+    import importlib
+
+    import transformer_lens.components as tl_components
+
+    from tests._helpers import randomize_parameters
+
+    cfg = {**COMPONENT_CFG, **extra}
+    ours = getattr(importlib.import_module(f"lookingglass.model.{module}"), name)(cfg, *args)
+    theirs = getattr(tl_components, name)(cfg, *args)
+    randomize_parameters(ours, seed=len(name))
+    for param_name, param in ours.named_parameters():
+        if param_name.endswith("mlp.b_in") and extra.get("gated_mlp"):
+            param.zero_()  # TransformerLens adds a gated MLP's b_in after the product
+    result = theirs.load_state_dict(ours.state_dict(), strict=False)
+    assert result.unexpected_keys == []
+    assert {k.rsplit(".", 1)[-1] for k in result.missing_keys} <= {"IGNORE", "mask"} | {
+        "rotary_sin",
+        "rotary_cos",
+    }
+    generator = torch.Generator().manual_seed(3)
+    if kind == "tokens":
+        inputs = (torch.randint(0, 50, (2, 7), generator=generator),)
+    else:
+        x = torch.randn(2, 7, 64, generator=generator)
+        inputs = (x, x, x) if kind == "qkv" else (x,)
+    assert max_abs_diff(ours(*inputs), theirs(*inputs)) <= ATOL
+
+
+def test_component_configs_are_checked():
+    from lookingglass import ConfigError
+    from lookingglass.model.attention import Attention
+
+    with pytest.raises(ConfigError, match="not_a_field"):
+        Attention({**COMPONENT_CFG, "not_a_field": False})
+    with pytest.raises(ConfigError, match="window_size"):
+        Attention(COMPONENT_CFG, "local", 0)
+    assert Attention(COMPONENT_CFG).cfg.d_model == 64
