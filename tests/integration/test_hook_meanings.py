@@ -247,3 +247,23 @@ def test_component_configs_are_checked():
     with pytest.raises(ConfigError, match="window_size"):
         Attention(COMPONENT_CFG, "local", 0)
     assert Attention(COMPONENT_CFG).cfg.d_model == 64
+
+
+@torch.no_grad()
+def test_standalone_attention_takes_transformerlens_masks():
+    """`additive_attention_mask` [batch 1 1 kv_pos] is added to the scores, as in
+    TransformerLens; with nothing hooked the output still equals theirs."""
+    import transformer_lens.components as tl_components
+
+    from lookingglass.model.attention import Attention
+    from tests._helpers import randomize_parameters
+
+    ours, theirs = Attention(COMPONENT_CFG, "global", 0), tl_components.Attention(COMPONENT_CFG)
+    randomize_parameters(ours, seed=4)
+    theirs.load_state_dict(ours.state_dict(), strict=False)
+    x = torch.randn(2, 6, 64, generator=torch.Generator().manual_seed(4))
+    additive = torch.zeros(2, 1, 1, 6)
+    additive[0, ..., 2] = -1e4  # batch row 0 ignores key 2
+    out = ours(x, x, x, additive_attention_mask=additive)
+    assert max_abs_diff(out, theirs(x, x, x, additive_attention_mask=additive)) <= ATOL
+    assert max_abs_diff(out, ours(x, x, x)) > 1e-3
