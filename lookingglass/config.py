@@ -82,6 +82,7 @@ class ModelConfig:
     use_split_qkv_input: bool = False
     use_hook_mlp_in: bool = False
     use_attn_in: bool = False
+    use_normalized_qkv_input: bool = False
     use_hook_tokens: bool = False
     # Research variants of attention (see model/attention.py and model/scores.py).
     smear_keys: bool = False
