@@ -26,8 +26,8 @@ from torch import Tensor, nn
 from lookingglass.config import ModelConfig
 from lookingglass.hooks import HookPoint
 from lookingglass.model.attention import Attention, AttentionContext
-from lookingglass.model.block import _optional_hook, _PerHead
-from lookingglass.model.embed import Embed, PosEmbed, Unembed
+from lookingglass.model.block import _optional_hook, per_head
+from lookingglass.model.embed import Embed, PosEmbed
 from lookingglass.model.mlp import ACTIVATIONS, MLP
 from lookingglass.model.norm import LayerNorm
 
@@ -80,7 +80,7 @@ class BertBlock(nn.Module):
     def __init__(self, cfg: ModelConfig, layer: int) -> None:
         super().__init__()
         self.layer = layer
-        self.attn = Attention(cfg, layer)
+        self.attn = Attention(cfg, layer_id=layer)
         self.ln1 = LayerNorm(cfg)
         self.mlp = MLP(cfg)
         self.ln2 = LayerNorm(cfg)
@@ -97,7 +97,7 @@ class BertBlock(nn.Module):
         of `resid_pre`, which every head reads: there is no norm before attention),
         `use_hook_mlp_in` and `use_attn_result`."""
         split = cfg.use_split_qkv_input
-        self.per_head = _PerHead(cfg.n_heads) if split else nn.Identity()
+        self.n_heads_to_copy = cfg.n_heads if split else 0
         self.hook_q_input = _optional_hook(split)  # [batch, pos, head_index, d_model]
         self.hook_k_input = _optional_hook(split)  # [batch, pos, head_index, d_model]
         self.hook_v_input = _optional_hook(split)  # [batch, pos, head_index, d_model]
@@ -108,13 +108,17 @@ class BertBlock(nn.Module):
         self, resid_pre: Float[Tensor, "batch pos d_model"], context: AttentionContext
     ) -> Float[Tensor, "batch pos d_model"]:
         resid_pre = self.hook_resid_pre(resid_pre)
-        attn_input = self.per_head(resid_pre)
+        copies = self.n_heads_to_copy
+        # q, k and v each read their own per-head copy, as in TransformerLens's BertBlock.
+        q_in, k_in, v_in = (
+            (per_head(resid_pre, copies) for _ in range(3)) if copies else [resid_pre] * 3
+        )
         attn_out = self.hook_attn_out(
             self.attn(
-                self.hook_q_input(attn_input),
-                self.hook_k_input(attn_input),
-                self.hook_v_input(attn_input),
-                context,
+                self.hook_q_input(q_in),
+                self.hook_k_input(k_in),
+                self.hook_v_input(v_in),
+                context=context,
             )
         )
         resid_mid = self.hook_resid_mid(resid_pre + attn_out)
@@ -164,18 +168,3 @@ class BertNSPHead(nn.Module):
 
     def forward(self, pooled: Float[Tensor, "batch d_model"]) -> Float[Tensor, "batch 2"]:
         return self.hook_nsp_out(pooled @ self.W + self.b)
-
-
-class HookedUnembed(Unembed):
-    """The unembedding with TransformerLens's `unembed.hook_in` [batch pos d_model] and
-    `unembed.hook_out` [batch pos d_vocab_out] (the logits)."""
-
-    def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__(cfg)
-        self.hook_in = HookPoint()  # [batch, pos, d_model]
-        self.hook_out = HookPoint()  # [batch, pos, d_vocab_out]
-
-    def forward(
-        self, resid: Float[Tensor, "batch pos d_model"]
-    ) -> Float[Tensor, "batch pos d_vocab_out"]:
-        return self.hook_out(super().forward(self.hook_in(resid)))

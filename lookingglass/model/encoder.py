@@ -31,8 +31,8 @@ from lookingglass.model.bert_parts import (
     BertMLMHead,
     BertNSPHead,
     BertPooler,
-    HookedUnembed,
 )
+from lookingglass.model.embed import Unembed
 from lookingglass.model.weights import WeightProperties
 
 EncoderInput = str | list[str] | Int[Tensor, "batch pos"]
@@ -83,7 +83,7 @@ class HookedEncoder(HookedRootModule):
         self.embed = BertEmbed(self.cfg)
         self.blocks = nn.ModuleList(BertBlock(self.cfg, layer) for layer in range(cfg.n_layers))
         self.mlm_head = BertMLMHead(self.cfg)
-        self.unembed = HookedUnembed(self.cfg)
+        self.unembed = Unembed(self.cfg)
         self.nsp_head = BertNSPHead(self.cfg)
         self.pooler = BertPooler(self.cfg)
         self.hook_full_embed = HookPoint()  # [batch, pos, d_model]
