@@ -23,6 +23,7 @@ from lookingglass import (
     hook_points,
     loading_from_pretrained,
     patching,
+    utilities,
     utils,
 )
 
@@ -70,6 +71,13 @@ _NOT_PROVIDED = {
     "model_bridge": "lookingglass has no TransformerBridge; use HookedAutoModel.",
     "train": "training lives in lookingglass.training (train, TrainConfig).",
     "lit": "the LIT integration is not provided.",
+    "conversion_utils": "TransformerLens-internal; loading converters live in "
+    "lookingglass.loading.converters.",
+    "factories": "TransformerLens-internal (architecture adapters); see lookingglass.loading.",
+    "tools": "TransformerLens's model-registry tools; see lookingglass.list_models().",
+    "supported_models": "lookingglass.list_models() lists the models we load natively.",
+    "weight_processing": "weight processing is lookingglass.loading.processing.",
+    "pretrained": "TransformerLens-internal; see lookingglass.loading.",
 }
 
 
@@ -107,5 +115,6 @@ __all__ = [
     "list_models",
     "loading_from_pretrained",
     "patching",
+    "utilities",
     "utils",
 ]
