@@ -33,6 +33,9 @@ def get_act_name(name: str, layer: int | str | None = None, layer_type: str | No
     `get_act_name("resid_post", 0)` -> "blocks.0.hook_resid_post";
     `get_act_name("scale", 2, "ln1")` -> "blocks.2.ln1.hook_scale";
     `get_act_name("k6")` -> "blocks.6.attn.hook_k"; a full name is returned unchanged.
+    A layer number inside the shorthand wins over `layer`, as in TransformerLens. One
+    extension: names with underscores take a layer too (`"resid_post5"` is layer 5's
+    `hook_resid_post`; TransformerLens returns "hook_resid_post5", which names nothing).
     """
     if ("." in name or name.startswith("hook_")) and layer is None and layer_type is None:
         return name
