@@ -241,3 +241,14 @@ def test_get_pretrained_model_config_from_a_hugging_face_config():
     assert (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_ctx) == (2, 32, 4, 16)
     assert cfg.normalization_type == "LNPre" and cfg.layer_norm_folding
     assert lfp.get_pretrained_model_config("gpt2", hf_cfg=hf, first_n_layers=1).n_layers == 1
+
+
+def test_mutating_model_cfg_takes_effect_as_in_transformerlens():
+    from lookingglass import HookedTransformer
+    from tests._helpers import make_tokenizer
+
+    tokenizer = make_tokenizer()
+    model = HookedTransformer(ModelConfig(**TINY, d_vocab=len(tokenizer)), tokenizer)
+    with_bos = model.to_tokens("the dog")
+    model.cfg.default_prepend_bos = False
+    assert model.to_tokens("the dog").tolist() == [with_bos[0, 1:].tolist()]
