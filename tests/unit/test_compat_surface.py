@@ -252,3 +252,22 @@ def test_mutating_model_cfg_takes_effect_as_in_transformerlens():
     with_bos = model.to_tokens("the dog")
     model.cfg.default_prepend_bos = False
     assert model.to_tokens("the dog").tolist() == [with_bos[0, 1:].tolist()]
+
+
+def test_hub_data_functions_fail_clearly_offline(monkeypatch):
+    import datasets
+
+    from lookingglass import evals
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(InputError, match="Dataset.from_dict"):
+        utils.get_dataset("pile")
+    with pytest.raises(ValueError, match="not supported"):
+        utils.get_dataset("no-such-dataset")
+    with pytest.raises(InputError, match="make_data_loader_from_texts"):
+        evals.make_wiki_data_loader(tokenizer=None)
+    with pytest.raises(NotSupportedError, match="hf_hub_download"):
+        utils.download_file_from_hf("org/repo", "file.pth")
