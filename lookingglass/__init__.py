@@ -47,7 +47,9 @@ from lookingglass.HookedTransformer import HookedTransformer
 from lookingglass.hooks import HookPoint
 from lookingglass.loading.registry import list_models
 from lookingglass.model import HookedTransformerKeyValueCache, KeyValueCache
+from lookingglass.model.encoder import HookedEncoder
 from lookingglass.model.kv_cache import KeyValueCacheEntry
+from lookingglass.model.next_sentence import BertNextSentencePrediction
 from lookingglass.SVDInterpreter import SVDInterpreter
 
 __version__ = "0.1.0"
@@ -57,15 +59,11 @@ TransformerLensKeyValueCache = KeyValueCache
 TransformerLensKeyValueCacheEntry = KeyValueCacheEntry
 
 # TransformerLens top-level names lookingglass does not provide (yet), and what to use.
-# HookedEncoder: another helper is building it; the lead wires it here when it lands.
 _NOT_PROVIDED = {
-    "HookedEncoder": "encoder (BERT) models are not in lookingglass yet; "
-    "HookedAutoModel wraps any Hugging Face model with hooks.",
     "HookedEncoderDecoder": "encoder-decoder (T5) models are not native in lookingglass; "
     "HookedAutoModel wraps any Hugging Face model with hooks.",
     "HookedAudioEncoder": "audio models are not native in lookingglass; "
     "HookedAutoModel wraps any Hugging Face model with hooks.",
-    "BertNextSentencePrediction": "encoder (BERT) models are not in lookingglass yet.",
     "TransformerBridgeConfig": "lookingglass has no TransformerBridge; HookedAutoModel is "
     "its counterpart (hooks on any Hugging Face model's submodules).",
     "model_bridge": "lookingglass has no TransformerBridge; use HookedAutoModel.",
@@ -89,12 +87,14 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "ActivationCache",
+    "BertNextSentencePrediction",
     "CheckpointError",
     "ConfigError",
     "FactoredMatrix",
     "HookError",
     "HookPoint",
     "HookedAutoModel",
+    "HookedEncoder",
     "HookedRootModule",
     "HookedTransformer",
     "HookedTransformerConfig",

@@ -2,14 +2,22 @@
 under TransformerLens's class names (`lookingglass.model.*`). Each takes a config as
 TransformerLens's does; weights and hook points have TransformerLens's names.
 
-TransformerLens components lookingglass does not have (the BERT and T5 parts,
-`AbstractAttention`, `TokenTypeEmbed`) raise `NotSupportedError` naming what to use.
+TransformerLens components lookingglass does not have (the T5 parts,
+`AbstractAttention`) raise `NotSupportedError` naming what to use.
 """
 
 from typing import Any
 
 from lookingglass.errors import NotSupportedError
 from lookingglass.model.attention import Attention, GroupedQueryAttention
+from lookingglass.model.bert_parts import (
+    BertBlock,
+    BertEmbed,
+    BertMLMHead,
+    BertNSPHead,
+    BertPooler,
+    TokenTypeEmbed,
+)
 from lookingglass.model.block import TransformerBlock
 from lookingglass.model.embed import Embed, PosEmbed, Unembed
 from lookingglass.model.mlp import MLP, GatedMLP
@@ -20,12 +28,6 @@ MoE = MixtureOfExperts
 
 _MISSING = {
     "AbstractAttention": "lookingglass.components.Attention is the base attention class.",
-    "BertBlock": "encoder models are HookedEncoder's (not in lookingglass yet).",
-    "BertEmbed": "encoder models are HookedEncoder's (not in lookingglass yet).",
-    "BertMLMHead": "encoder models are HookedEncoder's (not in lookingglass yet).",
-    "BertNSPHead": "encoder models are HookedEncoder's (not in lookingglass yet).",
-    "BertPooler": "encoder models are HookedEncoder's (not in lookingglass yet).",
-    "TokenTypeEmbed": "encoder models are HookedEncoder's (not in lookingglass yet).",
     "T5Attention": "encoder-decoder models are not in lookingglass; HookedAutoModel wraps T5.",
     "T5Block": "encoder-decoder models are not in lookingglass; HookedAutoModel wraps T5.",
 }
@@ -40,6 +42,11 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "MLP",
     "Attention",
+    "BertBlock",
+    "BertEmbed",
+    "BertMLMHead",
+    "BertNSPHead",
+    "BertPooler",
     "Embed",
     "GatedMLP",
     "GroupedQueryAttention",
@@ -49,6 +56,7 @@ __all__ = [
     "PosEmbed",
     "RMSNorm",
     "RMSNormPre",
+    "TokenTypeEmbed",
     "TransformerBlock",
     "Unembed",
 ]

@@ -212,8 +212,8 @@ def test_not_provided_names_say_what_to_use():
 
     with pytest.raises(NotSupportedError, match="HookHandle"):
         hook_points.LensHandle  # noqa: B018
-    with pytest.raises(NotSupportedError, match="HookedEncoder"):
-        components.BertBlock  # noqa: B018
+    with pytest.raises(NotSupportedError, match="HookedAutoModel"):
+        components.T5Block  # noqa: B018
     with pytest.raises(NotSupportedError, match="HookedAutoModel"):
         lookingglass.HookedEncoderDecoder  # noqa: B018
 
