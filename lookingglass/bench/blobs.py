@@ -14,7 +14,6 @@ never a row that points at a missing or half-written file.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import hashlib
 import io
 import math
@@ -31,6 +30,7 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+from lookingglass.bench.faults import describe_os_error
 from lookingglass.errors import LookingGlassError
 
 TAG = "__lg__"
@@ -46,21 +46,6 @@ class StoreError(LookingGlassError, RuntimeError):
 # A blob's extension: up to three dot-separated suffixes of letters, digits, "_" and "-"
 # (".safetensors", ".plotly.json"); nothing that could name another folder.
 _EXT = re.compile(r"(\.[A-Za-z0-9_-]{1,24}){0,3}")
-
-
-def describe_os_error(error: OSError) -> str:
-    """A short reason for a failed file operation, naming a full disk or a read-only
-    file system plainly."""
-    reasons = {
-        errno.ENOSPC: "the disk is full",
-        errno.EDQUOT: "the disk quota is exceeded",
-        errno.EROFS: "the file system is read-only",
-        errno.EACCES: "permission denied",
-        errno.EPERM: "permission denied",
-    }
-    reason = reasons.get(error.errno)
-    detail = f"{error.strerror or error}" + (f": {error.filename}" if error.filename else "")
-    return f"{reason} ({detail})" if reason else detail
 
 
 class BlobStore:

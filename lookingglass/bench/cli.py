@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from lookingglass.bench.blobs import StoreError, Unstored, describe_os_error
+from lookingglass.bench.blobs import StoreError, Unstored
 from lookingglass.bench.compare import summarize
+from lookingglass.bench.faults import describe_os_error
 from lookingglass.errors import InputError, LookingGlassError
 from lookingglass.utils import atomic_file
 

@@ -28,7 +28,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from lookingglass.bench.blobs import BlobStore, StoreError, describe_os_error
+from lookingglass.bench.blobs import BlobStore, StoreError
+from lookingglass.bench.faults import (
+    CORRUPT_ADVICE,
+    cannot_write,
+    describe_os_error,
+    sqlite_reason,
+)
 from lookingglass.bench.store import RunRecord, Store, VersionRecord
 
 SCHEMA_VERSION = 1
@@ -91,7 +97,7 @@ class SQLiteStore(Store):
         self.url = f"sqlite:///{self.path}"
         self.synchronous = synchronous.upper()
         self.timeout = timeout
-        self.read_only = _cannot_write(self.path) if read_only is None else bool(read_only)
+        self.read_only = cannot_write(self.path) if read_only is None else bool(read_only)
         if self.read_only and not self.path.is_file():
             raise StoreError(f"No experiment store at {self.path} to open read-only.")
         if not self.read_only:
@@ -165,7 +171,9 @@ class SQLiteStore(Store):
         try:
             yield
         except sqlite3.Error as error:
-            raise StoreError(f"{action} failed: {_sqlite_reason(error, self)}") from error
+            raise StoreError(
+                f"{action} failed: {sqlite_reason(error, self.path, self.timeout)}"
+            ) from error
         except OSError as error:
             raise StoreError(f"{action} failed: {describe_os_error(error)}.") from error
 
@@ -439,7 +447,7 @@ class SQLiteStore(Store):
         except StoreError as error:
             return [str(error)]
         if problems:
-            problems.append(_CORRUPT_ADVICE.format(path=self.path))
+            problems.append(CORRUPT_ADVICE.format(path=self.path))
         for digest, ext in rows if progress is None else progress(rows):
             try:
                 path = self.blobs.path(digest, ext)
@@ -458,52 +466,6 @@ class SQLiteStore(Store):
         known = set(self._query("SELECT digest, ext FROM blobs"))
         orphans = [self.blobs.path(d, e) for d, e in sorted(self.blobs.digests() - known)]
         return orphans + self.blobs.temp_files()
-
-
-_CORRUPT_ADVICE = (
-    "the database file {path} is damaged: copy what still reads with "
-    "`sqlite3 {path} .recover | sqlite3 recovered.db`, or restore it from a backup"
-)
-
-
-def _sqlite_reason(error: sqlite3.Error, store: SQLiteStore) -> str:
-    """What an SQLite error means for the store, in words."""
-    code = getattr(error, "sqlite_errorcode", None)
-    text = str(error)
-    primary = code & 0xFF if isinstance(code, int) else None
-    if primary == sqlite3.SQLITE_FULL or "disk is full" in text:
-        return (
-            f"the disk is full ({text}). The write was rolled back: the store is consistent; "
-            "free space and run again."
-        )
-    if primary == sqlite3.SQLITE_READONLY or "readonly" in text:
-        return (
-            f"the store cannot be written ({text}): the file or file system is read-only. "
-            "Open it with read_only=True to read it."
-        )
-    if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or "malformed" in text:
-        return f"{text}: " + _CORRUPT_ADVICE.format(path=store.path) + "."
-    if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in text:
-        return (
-            f"another process held the store's write lock for over {store.timeout:g} s "
-            f"({text}); retry, or open the store with a longer timeout."
-        )
-    if primary == sqlite3.SQLITE_CANTOPEN:
-        return f"the database file cannot be opened ({text})."
-    return text
-
-
-def _cannot_write(path: Path) -> bool:
-    """Whether an existing database (or its folder, where SQLite keeps its journal)
-    cannot be written: a read-only file system or missing permissions."""
-    if not path.exists():
-        return False
-    try:
-        if os.statvfs(path).f_flag & os.ST_RDONLY:
-            return True
-    except (OSError, AttributeError):  # no statvfs (Windows)
-        pass
-    return not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
 
 
 def _set_wal(conn: sqlite3.Connection) -> None:
