@@ -18,6 +18,7 @@ import hashlib
 import io
 import math
 import os
+import re
 import sys
 import uuid
 from collections.abc import Callable
@@ -29,6 +30,7 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+from lookingglass.bench.faults import describe_os_error
 from lookingglass.errors import LookingGlassError
 
 TAG = "__lg__"
@@ -36,26 +38,60 @@ PutBlob = Callable[[bytes, str], str]
 GetBlob = Callable[[str, str], bytes]
 
 
-class StoreError(LookingGlassError):
-    """The experiment store is missing, corrupt, or was asked for something it lacks."""
+class StoreError(LookingGlassError, RuntimeError):
+    """The experiment store is missing, corrupt, full, read-only, or was asked for
+    something it lacks. The message names the cause (e.g. "the disk is full")."""
+
+
+# A blob's extension: up to three dot-separated suffixes of letters, digits, "_" and "-"
+# (".safetensors", ".plotly.json"); nothing that could name another folder.
+_EXT = re.compile(r"(\.[A-Za-z0-9_-]{1,24}){0,3}")
 
 
 class BlobStore:
     """A folder of immutable files, each named by the SHA-256 of its content.
 
-    `root/ab/abcdef...<ext>`; temporary files live in `root/tmp` until renamed.
+    `root/ab/abcdef...<ext>`; temporary files live in `root/tmp` until renamed. A
+    `read_only` one creates nothing and refuses `put`.
     """
 
-    def __init__(self, root: str | Path, fsync: bool = True) -> None:
+    def __init__(self, root: str | Path, fsync: bool = True, read_only: bool = False) -> None:
         self.root = Path(root)
         self.fsync = fsync
-        (self.root / "tmp").mkdir(parents=True, exist_ok=True)
+        self.read_only = read_only
+        if not read_only:
+            try:
+                (self.root / "tmp").mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise StoreError(
+                    f"Cannot create the blob folder {self.root}: {describe_os_error(error)}. "
+                    "Open the store read-only to read it."
+                ) from error
 
     def path(self, digest: str, ext: str) -> Path:
-        """Where the blob with this digest and extension lives."""
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        """Where the blob with this digest and extension lives.
+
+        Raises:
+            StoreError: a digest that is not 64 lowercase hex characters, or an extension
+                (as recorded in the database) that is not a plain file suffix, so that the
+                path would leave the blob folder (`/../../secret.txt`, an absolute path).
+        """
+        if (
+            not isinstance(digest, str)
+            or len(digest) != 64
+            or any(c not in "0123456789abcdef" for c in digest)
+        ):
             raise StoreError(f"{digest!r} is not a blob digest (64 lowercase hex characters).")
-        return self.root / digest[:2] / f"{digest}{ext}"
+        if not isinstance(ext, str) or not _EXT.fullmatch(ext):
+            raise StoreError(
+                f"Blob extension {ext!r} is not a plain file suffix such as '.npy' or "
+                "'.plotly.json' (a record that names a path outside the blob folder is refused; "
+                "the store may have been tampered with)."
+            )
+        path = self.root / digest[:2] / f"{digest}{ext}"
+        if not path.resolve().is_relative_to(self.root.resolve()):
+            raise StoreError(f"Blob {digest[:12]}{ext} resolves outside {self.root}; refused.")
+        return path
 
     def put(self, data: bytes, ext: str) -> str:
         """Store `data` (if not stored already) and return its digest."""
@@ -63,16 +99,27 @@ class BlobStore:
         final = self.path(digest, ext)
         if final.exists() and final.stat().st_size == len(data):
             return digest
-        final.parent.mkdir(exist_ok=True)
+        if self.read_only:
+            raise StoreError(f"The store at {self.root} is open read-only; nothing can be added.")
         temp = self.root / "tmp" / f"{digest[:16]}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-        with open(temp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
+        try:
+            final.parent.mkdir(exist_ok=True)
+            with open(temp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                if self.fsync:
+                    os.fsync(handle.fileno())
+            os.replace(temp, final)
             if self.fsync:
-                os.fsync(handle.fileno())
-        os.replace(temp, final)
-        if self.fsync:
-            _fsync_dir(final.parent)
+                _fsync_dir(final.parent)
+        except OSError as error:
+            # Nothing half-written stays behind; the database was not touched.
+            temp.unlink(missing_ok=True)
+            raise StoreError(
+                f"Could not write a {len(data)}-byte blob to {self.root}: "
+                f"{describe_os_error(error)}. The blob was not stored; free space (or fix the "
+                "permissions) and run again."
+            ) from error
         return digest
 
     def get(self, digest: str, ext: str, verify: bool = True) -> bytes:
@@ -82,9 +129,17 @@ class BlobStore:
             data = path.read_bytes()
         except FileNotFoundError:
             raise StoreError(f"Blob {digest[:12]}{ext} is missing from {self.root}.") from None
+        except OSError as error:
+            raise StoreError(f"Could not read blob {path}: {describe_os_error(error)}.") from error
         if verify and hashlib.sha256(data).hexdigest() != digest:
             raise StoreError(f"Blob {path} is corrupt: its content does not match its name.")
         return data
+
+    def temp_files(self) -> list[Path]:
+        """Temporary files of blob writes that never finished (a process killed while
+        writing); no record refers to them."""
+        folder = self.root / "tmp"
+        return sorted(p for p in folder.glob("*.tmp") if _writer_gone(p)) if folder.is_dir() else []
 
     def digests(self) -> set[tuple[str, str]]:
         """(digest, extension) of every blob in the folder."""
@@ -93,6 +148,21 @@ class BlobStore:
             name = path.name
             found.add((name[:64], name[64:]))
         return found
+
+
+def _writer_gone(temp: Path) -> bool:
+    """Whether the process that named this temporary file (`<digest>.<pid>.<id>.tmp`)
+    has ended, so the file will never be renamed into place."""
+    parts = temp.name.split(".")
+    if len(parts) != 4 or not parts[1].isdigit():
+        return True
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError, ValueError):
+        return False
+    return False
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -24,7 +24,8 @@ import torch
 
 from lookingglass.bench.blobs import StoreError, Unstored
 from lookingglass.bench.compare import summarize
-from lookingglass.errors import LookingGlassError
+from lookingglass.bench.faults import describe_os_error
+from lookingglass.errors import InputError, LookingGlassError
 from lookingglass.utils import atomic_file
 
 
@@ -76,13 +77,16 @@ def _reporting_errors(func):
 
 
 def _bench(args: argparse.Namespace):
+    from lookingglass.bench.sqlite import SQLiteStore
     from lookingglass.bench.workspace import Bench
 
     store = args.store
-    if "://" not in str(store) and not Path(store).exists():
-        raise StoreError(
-            f"No experiment store at {store!r} (pass --store or set LOOKINGGLASS_STORE)."
-        )
+    if "://" not in str(store):
+        if not Path(store).is_file():
+            raise StoreError(
+                f"No experiment store at {store!r} (pass --store or set LOOKINGGLASS_STORE)."
+            )
+        store = SQLiteStore(store, read_only=True)  # these commands only read
     return Bench(None, store, progress=True)
 
 
@@ -194,14 +198,33 @@ def _show(args: argparse.Namespace) -> int:
         if run.attachments:
             print("attachments: " + ", ".join(run.attachments))
         if args.save_attachments:
-            folder = Path(args.save_attachments)
-            folder.mkdir(parents=True, exist_ok=True)
+            folder = _output_folder(args.save_attachments)
             for name in run.attachments:
                 _save_attachment(bench, run.run_id, name, folder)
     return 0
 
 
+def _output_folder(path: str) -> Path:
+    """The `--save-attachments` folder, created if missing; an error if it is a file."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(
+            f"--save-attachments {path!r} is an existing file, not a folder; name a folder "
+            "(it is created if missing)."
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"Cannot create --save-attachments folder {path!r}: {error}.") from None
+    return folder
+
+
 def _save_attachment(bench, run_id: int, name: str, folder: Path) -> None:
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0") or ":" in name:
+        raise StoreError(
+            f"Run {run_id} has an attachment named {name!r}, which is not a plain file name; "
+            "it is not written (it would land outside the folder)."
+        )
     target = name.removesuffix(".plotly.json") + ".html" if name.endswith(".plotly.json") else name
     print(f"wrote {bench.save_attachment(run_id, name, folder / f'run{run_id}_{target}')}")
 
@@ -230,12 +253,35 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
     # Lines go to a temporary file renamed at the end: an export that fails part-way
     # leaves no partial file (and an older export at that path untouched).
-    with _bench(args) as bench, atomic_file(args.out, "w") as out:
+    out_path = Path(args.out)
+    if out_path.is_dir() or not out_path.parent.is_dir():
+        raise InputError(
+            f"Cannot write the export to {args.out!r}: "
+            + ("it is a folder." if out_path.is_dir() else "its folder does not exist.")
+        )
+    with _bench(args) as bench:
         runs = bench.runs(args.name)
+        if args.name is not None and not runs:
+            raise StoreError(
+                f"No runs of {args.name!r} to export (nothing written); "
+                f"experiments: {bench.experiments()}."
+            )
+        try:
+            _write_export(bench, runs, args)
+        except OSError as error:
+            raise InputError(
+                f"Cannot write the export to {args.out!r}: {describe_os_error(error)}."
+            ) from None
+    print(f"wrote {len(runs)} run(s) to {args.out}")
+    return 0
+
+
+def _write_export(bench, runs: list, args: argparse.Namespace) -> None:
+    from tqdm.auto import tqdm
+
+    with atomic_file(args.out, "w") as out:
         for run in tqdm(runs, desc="export", unit="run"):
             record = {
                 "run_id": run.run_id,
@@ -257,8 +303,6 @@ def _export(args: argparse.Namespace) -> int:
                 "attachments": sorted(run.attachments),
             }
             out.write(json.dumps(record) + "\n")
-    print(f"wrote {len(runs)} run(s) to {args.out}")
-    return 0
 
 
 def _jsonable(value: Any, tensors: bool) -> Any:

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lookingglass.bench.blobs import encode
+from lookingglass.bench.blobs import StoreError, encode
 from lookingglass.bench.store import Store, VersionRecord
 
 _current_run: contextvars.ContextVar[int | None] = contextvars.ContextVar(
@@ -333,16 +333,7 @@ class Experiment:
             duration = time.perf_counter() - clock
             _current_run.reset(token)
             message = f"{type(error).__name__}: {error}"
-            store.finish_run(
-                run_id,
-                "error",
-                None,
-                [],
-                message,
-                traceback_module.format_exc(),
-                time.time(),
-                duration,
-            )
+            _record_failure(store, run_id, error, message, duration)
             raise
         duration = time.perf_counter() - clock
         _current_run.reset(token)
@@ -352,16 +343,7 @@ class Experiment:
             for post in self.post_processors:
                 attachments.update(post(result, store))
         except BaseException as error:
-            store.finish_run(
-                run_id,
-                "error",
-                None,
-                [],
-                f"storing the result failed: {error!r}",
-                traceback_module.format_exc(),
-                time.time(),
-                duration,
-            )
+            _record_failure(store, run_id, error, f"storing the result failed: {error}", duration)
             raise
         store.finish_run(
             run_id, "ok", skeleton, blobs, None, None, time.time(), duration, attachments
@@ -378,6 +360,27 @@ class Experiment:
 
     def __repr__(self) -> str:
         return f"<logged experiment {self.name!r}>"
+
+
+def _record_failure(
+    store: Store, run_id: int, error: BaseException, message: str, duration: float
+) -> None:
+    """Finish run `run_id` as "error". If the store cannot record it (a full disk), the
+    caller's exception still propagates, with a note saying so (the store error would
+    hide what went wrong in the experiment)."""
+    try:
+        store.finish_run(
+            run_id,
+            "error",
+            None,
+            [],
+            message,
+            traceback_module.format_exc(),
+            time.time(),
+            duration,
+        )
+    except StoreError as failure:
+        error.add_note(f"lookingglass: recording this error in the store failed: {failure}")
 
 
 def current_run_id() -> int | None:

@@ -179,15 +179,27 @@ def _open_sqlite(url: str) -> Store:
     if not path or path == ":memory:":
         raise StoreError(f"{url!r} names no database file (an in-memory store would lose runs).")
     options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    unknown = set(options) - {"synchronous", "timeout"}
+    unknown = set(options) - {"synchronous", "timeout", "mode"}
     if unknown:
         raise StoreError(
-            f"Unknown SQLite store option(s) {sorted(unknown)}; known: synchronous, timeout."
+            f"Unknown SQLite store option(s) {sorted(unknown)}; known: synchronous, timeout, mode."
         )
-    timeout = float(options.get("timeout", 60.0))
+    if options.get("mode", "rw") not in ("ro", "rw"):
+        raise StoreError(
+            f"{url!r}: mode must be 'ro' (read only) or 'rw', not {options['mode']!r}."
+        )
+    try:
+        timeout = float(options.get("timeout", 60.0))
+    except ValueError:
+        raise StoreError(f"{url!r}: timeout must be a number of seconds.") from None
     from lookingglass.bench.sqlite import SQLiteStore
 
-    return SQLiteStore(path, synchronous=options.get("synchronous", "full"), timeout=timeout)
+    return SQLiteStore(
+        path,
+        synchronous=options.get("synchronous", "full"),
+        timeout=timeout,
+        read_only=True if options.get("mode") == "ro" else None,
+    )
 
 
 BACKENDS: dict[str, Callable[[str], Store]] = {"sqlite": _open_sqlite}
@@ -197,7 +209,9 @@ def open_store(url: str | Path | Store) -> Store:
     """Open the store at `url`: `sqlite:///path/to/experiments.db` (relative path),
     `sqlite:////absolute/path.db`, a plain file path, or an already open `Store`.
 
-    Options go in the query string, e.g. `sqlite:///runs.db?synchronous=normal`.
+    Options go in the query string, e.g. `sqlite:///runs.db?synchronous=normal`, or
+    `?mode=ro` to open an existing store read-only (a store that cannot be written, e.g.
+    on a read-only file system, opens read-only by itself).
     Backends register an opener in `BACKENDS` under their URL scheme.
     """
     if isinstance(url, Store):

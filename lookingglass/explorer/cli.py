@@ -55,13 +55,15 @@ def streamlit_command(args: argparse.Namespace) -> tuple[list[str], dict[str, st
     """The `streamlit run` command line (through `serve`) and environment for `args`.
 
     Raises:
-        SourceError: a data, store or snapshots path that is missing or unusable.
+        SourceError: a data, store or snapshots path that is missing or unusable (the
+            data file is read and the store opened here, so a bad one stops the command
+            before the server starts).
         ValueError: a port outside 1..65535.
     """
     from lookingglass.explorer.sources import (  # here: `lookingglass --help` stays light
-        check_data_path,
+        check_data_file,
         check_snapshots_path,
-        check_store_path,
+        check_store,
     )
 
     if not 0 < args.port < 65536:
@@ -70,7 +72,7 @@ def streamlit_command(args: argparse.Namespace) -> tuple[list[str], dict[str, st
     for name in ENV.values():
         env.pop(name, None)
     env[ENV["model"]] = _model_setting(args.model)
-    checks = {"data": check_data_path, "store": check_store_path, "snapshots": check_snapshots_path}
+    checks = {"data": check_data_file, "store": check_store, "snapshots": check_snapshots_path}
     for name, check in checks.items():
         value = getattr(args, name)
         if value is not None:

@@ -1,9 +1,16 @@
 """Experiments page: the runs logged in a bench store (`--store FILE`), each run's
-arguments, result and plots."""
+arguments, result and plots.
+
+Everything shown comes from the store, which may hold anything: text is escaped
+(`views.plain`) where Streamlit would render Markdown, figures lose remote URLs, and an
+SVG is drawn as an image (which loads nothing else), never as a path or a URL.
+"""
 
 from __future__ import annotations
 
+import base64
 import datetime
+import json
 
 import pandas as pd
 import plotly.io
@@ -32,7 +39,7 @@ def render() -> None:
 
 def _runs(bench) -> None:
     rows = sources.run_rows(bench)
-    st.caption(f"Store: {bench.store.url} ({len(rows)} runs)")
+    st.caption(f"Store: {views.plain(bench.store.url)} ({len(rows)} runs)")
     if not rows:
         st.info("The store holds no runs yet.")
         return
@@ -59,7 +66,7 @@ def _runs(bench) -> None:
         format_func=lambda i: next(f"{i}: {r.name}@{r.version}" for r in rows if r.run_id == i),
     )
     detail = sources.run_detail(bench, run_id)
-    st.subheader(f"Run {detail.run_id}: {detail.title}")
+    st.subheader(f"Run {detail.run_id}: {views.plain(detail.title)}")
     left, right = st.columns(2)
     left.markdown("**Arguments**")
     left.dataframe(
@@ -69,7 +76,7 @@ def _runs(bench) -> None:
     )
     right.markdown("**Result**")
     if detail.error:
-        right.error(f"The run failed: {detail.error}")
+        right.error(f"The run failed: {views.plain(detail.error)}")
     right.dataframe(
         pd.DataFrame({"field": list(detail.result), "value": list(detail.result.values())}),
         hide_index=True,
@@ -78,11 +85,17 @@ def _runs(bench) -> None:
     for name, media_type in detail.attachments.items():
         data = bench.load_attachment(detail.run_id, name)
         if name.endswith(".plotly.json"):
-            views.show(plotly.io.from_json(data.decode()), key=f"plot_{name}")
+            figure = views.without_remote_urls(json.loads(data.decode()))
+            views.show(plotly.io.from_json(json.dumps(figure)), key=f"plot_{name}")
         elif media_type in ("image/png", "image/svg+xml"):
-            st.image(data if media_type == "image/png" else data.decode(), caption=name)
+            image = data
+            if media_type == "image/svg+xml":  # a data URL: never read as a path or URL
+                image = "data:image/svg+xml;base64," + base64.b64encode(data).decode()
+            st.image(image, caption=views.plain(name))
         else:
-            st.download_button(f"Download {name}", data, file_name=name, key=f"download_{name}")
+            st.download_button(
+                f"Download {views.plain(name)}", data, file_name=name, key=f"download_{name}"
+            )
     with st.expander("Source of this version"):
         st.code(detail.source, language="python")
 

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from lookingglass.bench import Bench
 from lookingglass.bench.compare import summarize
-from lookingglass.errors import InputError
+from lookingglass.errors import CheckpointError, InputError
 from lookingglass.training import induction_training_data, load_corpus, token_rows
 from lookingglass.training.dynamics import (
     Dynamics,
@@ -82,6 +82,13 @@ def check_data_path(path: str | Path) -> Path:
             f"Data file {path} is over {MAX_DATA_BYTES // 1_000_000} MB; pass a smaller sample."
         )
     return path
+
+
+def check_data_file(path: str | Path) -> Path:
+    """`check_data_path`, then the whole file read as `file_dataset` reads it: a file
+    the explorer could not browse is refused before the server starts."""
+    file_dataset(path)
+    return check_data_path(path)
 
 
 def file_dataset(path: str | Path) -> Dataset:
@@ -171,9 +178,22 @@ def check_store_path(path: str | Path) -> Path:
     return path
 
 
+def check_store(path: str | Path) -> Path:
+    """`check_store_path`, then the store opened (read-only) and closed: a database that
+    is not an experiment store, or is damaged, is refused with the store's reason."""
+    open_bench(path).close()
+    return check_store_path(path)
+
+
 def open_bench(path: str | Path):
-    """A read-only use of the `Bench` over an existing store."""
-    return Bench(None, str(check_store_path(path)), progress=False)
+    """The `Bench` over an existing store, opened read-only (the explorer never writes)."""
+    from lookingglass.bench import SQLiteStore, StoreError
+
+    try:
+        store = SQLiteStore(check_store_path(path), read_only=True)
+    except StoreError as error:
+        raise SourceError(f"Experiment store {path}: {error}") from None
+    return Bench(None, store, progress=False)
 
 
 @dataclass
@@ -260,11 +280,17 @@ def check_snapshots_path(path: str | Path) -> Path:
     path = Path(path).expanduser().resolve()
     if not path.is_dir():
         raise SourceError(f"Snapshots folder {path} does not exist.")
-    if _snapshot_folder(path) is None and not (path / "dynamics.npz").is_file():
+    folder = _snapshot_folder(path)
+    if folder is None and not (path / "dynamics.npz").is_file():
         raise SourceError(
             f"{path} holds no step_XXXXXX snapshots, no snapshots/ folder and no "
             "dynamics.npz (as `lookingglass replicate` writes)."
         )
+    if folder is not None and not (path / "dynamics.npz").is_file():
+        try:
+            Snapshots(folder)  # a corrupt index.json or a link out of the folder
+        except CheckpointError as error:
+            raise SourceError(str(error)) from None
     return path
 
 

@@ -31,7 +31,7 @@ import streamlit as st
 import transformers
 
 from lookingglass.errors import LookingGlassError
-from lookingglass.explorer import DEFAULT_MODEL, ENV, compute, schematics, sources
+from lookingglass.explorer import DEFAULT_MODEL, ENV, compute, schematics, sources, views
 from lookingglass.loading.registry import packaged_models
 from lookingglass.model.transformer import HookedTransformer
 
@@ -119,7 +119,8 @@ def loaded_model() -> LoadedModel:
                 " The default model is not installed with this copy of lookingglass; "
                 "start the explorer with --model NAME_OR_FOLDER."
             )
-        st.error(f"Could not load the model {name!r}: {describe(error)}{hint}")
+        reason = views.plain(f"{name!r}: {describe(error)}")
+        st.error(f"Could not load the model {reason}{hint}")
         st.stop()
         raise  # not reached: st.stop() raises
 
@@ -247,11 +248,11 @@ def guarded() -> Iterator[None]:
     (which goes to the server's log). Streamlit's own stop and rerun signals pass."""
     try:
         yield
-    except LookingGlassError as error:
-        st.error(str(error))
+    except LookingGlassError as error:  # messages quote stored text: shown as text
+        st.error(views.plain(str(error)))
     except Exception as error:
         _LOG.error("explorer page failed:\n%s", traceback.format_exc())
-        st.error(f"Something went wrong: {describe(error)}")
+        st.error(f"Something went wrong: {views.plain(describe(error))}")
 
 
 def model_sidebar() -> None:

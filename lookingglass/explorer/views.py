@@ -7,6 +7,7 @@ its own bundle (no CDN).
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,6 +19,31 @@ from plotly.subplots import make_subplots
 from lookingglass.explorer.compute import TokenScore
 
 PLOTLY_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["sendDataToCloud"]}
+
+# Characters that start Markdown (and Streamlit's own) syntax able to draw an image, a
+# link, HTML, a colour or icon directive (":red[...]", ":material/x:") or LaTeX.
+_MARKDOWN_SPECIAL = set("\\`*_{}[]()<>#!|:$~&")
+_REMOTE = re.compile(r"^\s*(?:[a-zA-Z][a-zA-Z0-9+.-]*:)?//")
+
+
+def plain(text: object) -> str:
+    """`text` escaped for a Streamlit Markdown body or label (`st.error`, `st.caption`,
+    button labels): it reads as the same characters and renders as nothing else, so a
+    stored string such as `![x](http://host/t.png)` cannot make the browser fetch a URL."""
+    return "".join(f"\\{c}" if c in _MARKDOWN_SPECIAL else c for c in str(text))
+
+
+def without_remote_urls(value):
+    """A figure's JSON (dicts and lists) with every string that is a remote URL
+    ("http://...", "//host/...") emptied: a stored figure may name an image or map tiles
+    to load, which the browser would fetch when the figure is drawn."""
+    if isinstance(value, dict):
+        return {k: without_remote_urls(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_remote_urls(v) for v in value]
+    if isinstance(value, str) and _REMOTE.match(value):
+        return ""
+    return value
 
 
 def show(figure, key: str | None = None, height: int | None = None) -> None:

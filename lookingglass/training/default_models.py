@@ -40,6 +40,7 @@ from torch import Tensor
 
 from lookingglass.config import ModelConfig
 from lookingglass.errors import InputError
+from lookingglass.training.cli_args import output_folder, positive_int
 from lookingglass.training.corpus import load_corpus
 from lookingglass.training.data import tokenize_and_concatenate
 from lookingglass.training.tokenizer import train_tokenizer
@@ -197,6 +198,14 @@ def train_default(
 
     if name not in RECIPES:
         raise InputError(f"Unknown default model {name!r}; choose one of {sorted(RECIPES)}.")
+    if n_steps is not None and (
+        not isinstance(n_steps, int) or isinstance(n_steps, bool) or n_steps < 1
+    ):
+        raise InputError(f"n_steps must be a whole number >= 1 (or None), got {n_steps!r}.")
+    # Checked before minutes of corpus and tokenizer work.
+    out = output_folder(
+        out_dir if out_dir is not None else PRETRAINED_DIR / name, "out_dir (--out)"
+    )
     recipe = RECIPES[name]
     started = time.perf_counter()
     corpus, tokenizer, train_rows, heldout_rows = corpus_data(recipe.model["n_ctx"])
@@ -213,13 +222,12 @@ def train_default(
         tokens = most_frequent_tokens(train_rows, recipe.warmup.n_tokens, len(tokenizer), bos)
         warmup_result = induction_warmup(model, tokens, recipe.warmup, progress)
     config = TrainConfig(
-        **{**recipe.train, **({"n_steps": n_steps} if n_steps else {})},
+        **{**recipe.train, **({"n_steps": n_steps} if n_steps is not None else {})},
         eval_rows=len(heldout_rows),
         progress=progress,
         seed=0,
     )
     result = train(model, train_rows, config, eval_data=heldout_rows)
-    out = Path(out_dir) if out_dir is not None else PRETRAINED_DIR / name
     model.save_pretrained(out)
     facts = _facts(
         name,
@@ -413,9 +421,11 @@ def add_train_default_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--out", default=None, help="folder (default: lookingglass/pretrained/NAME)"
     )
-    parser.add_argument("--steps", type=int, default=None, help="override the step count")
+    parser.add_argument(
+        "--steps", type=positive_int, default=None, help="override the step count (>= 1)"
+    )
     parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     parser.set_defaults(func=_run_cli)
     return parser
 

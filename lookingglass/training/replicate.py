@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from lookingglass.config import ModelConfig
+from lookingglass.training.cli_args import output_folder, positive_int
 from lookingglass.training.dynamics import (
     Dynamics,
     analyze_snapshots,
@@ -466,7 +467,7 @@ def add_replicate_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         default=1,
         help="torch CPU threads (default 1: these small models train fastest on one thread, "
         "and several threads on a busy machine spin-wait)",
@@ -476,7 +477,7 @@ def add_replicate_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _run_cli(args: argparse.Namespace) -> int:
-    out = Path(args.out or ("reports/induction-heads" + ("-quick" if args.quick else "")))
+    out = output_folder(args.out or ("reports/induction-heads" + ("-quick" if args.quick else "")))
     torch.set_num_threads(args.threads)
     results = run_replication(out, quick=args.quick, progress=not args.no_progress)
     print(

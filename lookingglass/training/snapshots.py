@@ -62,6 +62,49 @@ def step_folder(folder: str | Path, step: int) -> Path:
     return Path(folder) / f"step_{step:06d}"
 
 
+def read_index(folder: str | Path) -> dict[str, Any] | None:
+    """The snapshots folder's `index.json` (None if there is none), checked: a dict
+    whose "steps" are non-negative integers and whose "train_loss" / "eval_loss" map
+    step numbers to numbers.
+
+    Raises:
+        CheckpointError: the index cannot be read or does not have that shape.
+    """
+    path = Path(folder) / INDEX_FILE
+    if not path.is_file():
+        return None
+    fix = f" Delete {path} (the step_XXXXXX folders are the snapshots) or restore it."
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"Snapshot index {path} is unreadable ({error}).{fix}") from None
+    problem = _index_problem(index)
+    if problem:
+        raise CheckpointError(f"Snapshot index {path} is corrupt: {problem}.{fix}")
+    index.setdefault("train_loss", {})
+    index.setdefault("eval_loss", {})
+    return index
+
+
+def _index_problem(index: Any) -> str | None:
+    """What is wrong with a parsed index (None if nothing)."""
+    if not isinstance(index, dict):
+        return f"it holds a {type(index).__name__}, not an object"
+    steps = index.get("steps")
+    if not isinstance(steps, list) or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in steps
+    ):
+        return f'"steps" must be a list of non-negative integers, got {steps!r:.80}'
+    for key in ("train_loss", "eval_loss"):
+        losses = index.get(key, {})
+        if not isinstance(losses, dict):
+            return f'"{key}" must map steps to losses, got {losses!r:.80}'
+        for step, value in losses.items():
+            if not step.isdigit() or not isinstance(value, int | float) or isinstance(value, bool):
+                return f'"{key}" has an entry {step!r}: {value!r:.40} (want "STEP": number)'
+    return None
+
+
 class SnapshotSaver:
     """A `train` callback that saves the model at `steps` into `folder/step_XXXXXX/`.
 
@@ -73,8 +116,9 @@ class SnapshotSaver:
         self.folder = Path(folder)
         self.steps = set(int(s) for s in steps)
         self.index: dict[str, Any] = {"steps": [], "train_loss": {}, "eval_loss": {}}
-        if (self.folder / INDEX_FILE).is_file():  # a resumed run adds to its index
-            self.index = json.loads((self.folder / INDEX_FILE).read_text())
+        found = read_index(self.folder)  # a resumed run adds to its index
+        if found is not None:
+            self.index = found
 
     def __call__(self, state: Any) -> None:
         if state.step not in self.steps:
@@ -111,16 +155,31 @@ class Snapshots:
                 (`from_pretrained_no_processing`, the default).
 
         Raises:
-            CheckpointError: the folder is missing or holds no snapshot.
+            CheckpointError: the folder is missing or holds no snapshot; its `index.json`
+                is corrupt or lists a step with no snapshot folder; a snapshot folder
+                leads outside the folder (a link elsewhere).
         """
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise CheckpointError(f"Snapshot folder {self.folder} does not exist.")
+        root = self.folder.resolve()
         found = {}
         for path in self.folder.iterdir():
             match = _STEP_DIR.fullmatch(path.name)
             if match and (path / "config.json").is_file():
+                if not path.resolve().is_relative_to(root):
+                    raise CheckpointError(
+                        f"Snapshot {path} leads outside {self.folder} (to {path.resolve()}); "
+                        "snapshots are read only from inside their folder."
+                    )
                 found[int(match.group(1))] = path
+        index = read_index(self.folder)
+        missing = sorted(set(index["steps"]) - set(found)) if index else []
+        if missing:
+            raise CheckpointError(
+                f"{self.folder / INDEX_FILE} lists step(s) {missing} with no "
+                f"step_XXXXXX folder holding config.json; found steps {sorted(found)}."
+            )
         if not found:
             raise CheckpointError(f"No step_XXXXXX snapshot folders in {self.folder}.")
         self.steps: list[int] = sorted(found)
@@ -160,10 +219,9 @@ class Snapshots:
     def losses(self) -> dict[str, dict[int, float]]:
         """Training and held-out loss recorded at each snapshot step (from `index.json`;
         empty dicts when there is no index)."""
-        path = self.folder / INDEX_FILE
-        if not path.is_file():
+        index = read_index(self.folder)
+        if index is None:
             return {"train_loss": {}, "eval_loss": {}}
-        index = json.loads(path.read_text())
         return {
             k: {int(s): v for s, v in index.get(k, {}).items()} for k in ("train_loss", "eval_loss")
         }
