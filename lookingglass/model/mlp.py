@@ -1,4 +1,10 @@
-"""The MLP sublayer: `post = act(resid @ W_in + b_in)`, `out = post @ W_out + b_out`."""
+"""The MLP sublayer: `post = act(resid @ W_in + b_in)`, `out = post @ W_out + b_out`.
+
+Activations (`cfg.act_fn`) are TransformerLens 3.9's: the GELUs, "relu", "silu",
+"relu2" (`relu(x)**2`), "solu" (`x * softmax(x)`), "solu_ln" (SoLU followed by a
+LayerNorm over d_mlp, `mlp.ln`, with `hook_mid` between them) and "xielu" (a module
+with trainable `alpha_p`, `alpha_n`: `mlp.act_fn.alpha_p`, ...).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ from torch import Tensor, nn
 from lookingglass.config import ModelConfig
 from lookingglass.hooks import HookPoint
 from lookingglass.model.layer_config import as_config
+from lookingglass.model.norm import LayerNorm, LayerNormPre
 
 
 def gelu_new(x: Tensor) -> Tensor:
@@ -25,6 +32,43 @@ def gelu_fast(x: Tensor) -> Tensor:
     return 0.5 * x * (1.0 + torch.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x)))
 
 
+def relu2(x: Tensor) -> Tensor:
+    """Squared ReLU (Arcee; `ReLUSquaredActivation` in Hugging Face)."""
+    relu = F.relu(x)
+    return relu * relu
+
+
+def solu(x: Tensor) -> Tensor:
+    """SoLU (https://transformer-circuits.pub/2022/solu/index.html): `x * softmax(x)`
+    over the neurons; "solu_ln" adds the MLP's LayerNorm after it."""
+    return x * F.softmax(x, dim=-1)
+
+
+class XIELU(nn.Module):
+    """xIELU (https://arxiv.org/abs/2411.13010, Apertus) with trainable `alpha_p`,
+    `alpha_n` stored softplus-inverted, and buffers `beta`, `eps`, as TransformerLens's
+    and Hugging Face's `XIELUActivation`."""
+
+    def __init__(
+        self, alpha_p: float = 0.8, alpha_n: float = 0.8, beta: float = 0.5, eps: float = -1e-6
+    ) -> None:
+        super().__init__()
+        inverse_softplus = lambda v: torch.log(torch.expm1(torch.tensor(v)))  # noqa: E731
+        self.alpha_p = nn.Parameter(inverse_softplus(alpha_p))
+        self.alpha_n = nn.Parameter(inverse_softplus(alpha_n - beta))
+        self.register_buffer("beta", torch.tensor(beta))
+        self.register_buffer("eps", torch.tensor(eps))
+
+    def forward(self, x: Tensor) -> Tensor:
+        alpha_p = F.softplus(self.alpha_p)
+        alpha_n = self.beta + F.softplus(self.alpha_n)
+        return torch.where(
+            x > 0,
+            alpha_p * x * x + self.beta * x,
+            (torch.expm1(torch.min(x, self.eps)) - x) * alpha_n + self.beta * x,
+        )
+
+
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
     "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
@@ -32,7 +76,16 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "gelu": F.gelu,
     "relu": F.relu,
     "silu": F.silu,
+    "relu2": relu2,
+    "solu": solu,
+    "solu_ln": solu,
 }
+
+
+def make_activation(act_fn: str) -> Callable[[Tensor], Tensor]:
+    """The activation named `act_fn`: a function, or for "xielu" a fresh module (its
+    parameters belong to the MLP, as `act_fn.alpha_p`...)."""
+    return XIELU() if act_fn == "xielu" else ACTIVATIONS[act_fn]
 
 
 class MLP(nn.Module):
@@ -46,13 +99,20 @@ class MLP(nn.Module):
         self.b_in = nn.Parameter(torch.zeros(cfg.d_mlp, dtype=cfg.dtype))
         self.W_out = nn.Parameter(torch.empty(cfg.d_mlp, cfg.d_model, dtype=cfg.dtype))
         self.b_out = nn.Parameter(torch.zeros(cfg.d_model, dtype=cfg.dtype))
-        self.act_fn = ACTIVATIONS[cfg.act_fn or "gelu_new"]
+        self.act_fn = make_activation(cfg.act_fn or "gelu_new")
         self.hook_pre = HookPoint()  # [batch, pos, d_mlp]
+        if cfg.is_layer_norm_activation():  # "solu_ln": post = ln(act(pre))
+            self.hook_mid = HookPoint()  # [batch, pos, d_mlp]
+            norm = LayerNorm if cfg.normalization_type == "LN" else LayerNormPre
+            self.ln = norm(cfg, cfg.d_mlp)
         self.hook_post = HookPoint()  # [batch, pos, d_mlp]
 
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
         pre = self.hook_pre(F.linear(x, self.W_in.T, self.b_in))
-        post = self.hook_post(self.act_fn(pre))
+        if hasattr(self, "ln"):
+            post = self.hook_post(self.ln(self.hook_mid(self.act_fn(pre))))
+        else:
+            post = self.hook_post(self.act_fn(pre))
         return F.linear(post, self.W_out.T, self.b_out)
 
 
@@ -78,7 +138,7 @@ class GatedMLP(nn.Module):
         self.b_in = nn.Parameter(torch.zeros(d_mlp, dtype=cfg.dtype))
         self.W_out = nn.Parameter(torch.empty(d_mlp, cfg.d_model, dtype=cfg.dtype))
         self.b_out = nn.Parameter(torch.zeros(cfg.d_model, dtype=cfg.dtype))
-        self.act_fn = ACTIVATIONS[cfg.act_fn or "silu"]
+        self.act_fn = make_activation(cfg.act_fn or "silu")
         self.hook_pre = HookPoint()  # [batch, pos, d_mlp]
         self.hook_pre_linear = HookPoint()  # [batch, pos, d_mlp]
         self.hook_post = HookPoint()  # [batch, pos, d_mlp]
