@@ -3,7 +3,8 @@
 
 Every weight matrix (a parameter named `W_...`) is drawn; biases are zero and norm
 weights one. With `gain = cfg.initializer_range` (= `init_range`; unless set,
-0.8 / sqrt(d_model) for "gpt2" and 1.0 for the other modes) and TransformerLens's fan convention (`lookingglass.utils.init`):
+0.8 / sqrt(d_model) for "gpt2" and 1.0 for the other modes) and TransformerLens's fan
+convention (`lookingglass.utils.init`):
 
 - "gpt2": normal, std `gain`;
 - "xavier_uniform" / "xavier_normal": uniform in +-gain*sqrt(6/(fan_in+fan_out)) /
