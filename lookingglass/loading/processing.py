@@ -88,9 +88,11 @@ def _mlp_readers(sd: StateDict, block: str, cfg: ModelConfig) -> list[tuple[str,
     )
     readers = [(f"{mlp}W_gate", f"{mlp}b_gate", 0, False)] if cfg.num_experts else []
     for expert in experts:
-        readers.append((f"{expert}W_in", f"{expert}b_in", 0, True))
-        if f"{expert}W_gate" in sd:  # gated MLPs read the norm twice
+        if f"{expert}W_gate" in sd:  # gated MLPs read the norm twice, biased before the product
+            readers.append((f"{expert}W_in", f"{expert}b_pre_linear", 0, True))
             readers.append((f"{expert}W_gate", f"{expert}b_gate", 0, False))
+        else:
+            readers.append((f"{expert}W_in", f"{expert}b_in", 0, True))
     return readers
 
 

@@ -117,12 +117,15 @@ class MLP(nn.Module):
 
 
 class GatedMLP(nn.Module):
-    """Gated MLP (SwiGLU, GeGLU): `post = act(x @ W_gate + b_gate) * (x @ W_in + b_in)`,
-    `out = post @ W_out + b_out`. Hooks: `hook_pre` (the gate pre-activation, as
-    TransformerLens), `hook_pre_linear` (the linear branch), `hook_post`.
+    """Gated MLP (SwiGLU, GeGLU), as TransformerLens 3.9:
+    `post = act(x @ W_gate) * (x @ W_in) + b_in`, `out = post @ W_out + b_out` (`b_in` is
+    added after the product). Hooks: `hook_pre` (the gate pre-activation),
+    `hook_pre_linear` (the linear branch), `hook_post`.
 
-    `b_gate` exists only in models with LayerNorms (StableLM): folding a LayerNorm's bias
-    into the gate (`fold_ln`) needs a bias there. RMSNorm models (Llama) have none."""
+    Models with LayerNorms (StableLM) also have `b_gate` and `b_pre_linear`, biases of the
+    two branches before the product (`act(x @ W_gate + b_gate) * (x @ W_in +
+    b_pre_linear)`): folding a LayerNorm's bias into the branches (`fold_ln`) needs them.
+    RMSNorm models (Llama) have neither."""
 
     def __init__(self, cfg: ModelConfig | dict, d_mlp: int | None = None) -> None:
         super().__init__()
@@ -130,11 +133,12 @@ class GatedMLP(nn.Module):
         d_mlp = d_mlp or cfg.d_mlp
         assert d_mlp is not None
         self.W_gate = nn.Parameter(torch.empty(cfg.d_model, d_mlp, dtype=cfg.dtype))
-        if cfg.normalization_type in ("LN", "LNPre"):
-            self.b_gate = nn.Parameter(torch.zeros(d_mlp, dtype=cfg.dtype))
-        else:
-            self.register_parameter("b_gate", None)
         self.W_in = nn.Parameter(torch.empty(cfg.d_model, d_mlp, dtype=cfg.dtype))
+        for name in ("b_gate", "b_pre_linear"):
+            if cfg.normalization_type in ("LN", "LNPre"):
+                setattr(self, name, nn.Parameter(torch.zeros(d_mlp, dtype=cfg.dtype)))
+            else:
+                self.register_parameter(name, None)
         self.b_in = nn.Parameter(torch.zeros(d_mlp, dtype=cfg.dtype))
         self.W_out = nn.Parameter(torch.empty(d_mlp, cfg.d_model, dtype=cfg.dtype))
         self.b_out = nn.Parameter(torch.zeros(cfg.d_model, dtype=cfg.dtype))
@@ -145,8 +149,8 @@ class GatedMLP(nn.Module):
 
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
         pre = self.hook_pre(F.linear(x, self.W_gate.T, self.b_gate))
-        pre_linear = self.hook_pre_linear(F.linear(x, self.W_in.T, self.b_in))
-        post = self.hook_post(self.act_fn(pre) * pre_linear)
+        pre_linear = self.hook_pre_linear(F.linear(x, self.W_in.T, self.b_pre_linear))
+        post = self.hook_post(self.act_fn(pre) * pre_linear + self.b_in)
         return F.linear(post, self.W_out.T, self.b_out)
 
 

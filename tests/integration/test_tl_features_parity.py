@@ -38,7 +38,11 @@ FEATURES = {
     "solu": dict(act_fn="solu"),
     "relu2": dict(act_fn="relu2"),
     "xielu": dict(act_fn="xielu"),
+    # Randomized b_in: TransformerLens adds it after the gate product.
     "gated-relu2-RMS": dict(act_fn="relu2", gated_mlp=True, normalization_type="RMS"),
+    "gated-silu-RMS-gqa": dict(
+        act_fn="silu", gated_mlp=True, normalization_type="RMS", n_key_value_heads=2
+    ),
     "final_rms": dict(final_rms=True),
     "final_rms-LNPre": dict(final_rms=True, normalization_type="LNPre"),
     "scale_attn_by_inverse_layer_idx": dict(scale_attn_by_inverse_layer_idx=True),
@@ -67,13 +71,6 @@ def _caches(ours, theirs, tokens):
 @pytest.mark.parametrize("flags", FEATURES.values(), ids=FEATURES.keys())
 def test_feature_equals_transformerlens(tokens, flags):
     ours, theirs = transformerlens_pair(seed=1, **flags)
-    if flags.get("gated_mlp"):
-        # TransformerLens adds a gated MLP's b_in after the gate product, we (and Hugging
-        # Face's mlp_bias) before it; checkpoints we load have none.
-        with torch.no_grad():
-            for model in (ours, theirs):
-                for block in model.blocks:
-                    block.mlp.b_in.zero_()
     logits, cache, tl_logits, tl_cache = _caches(ours, theirs, tokens)
     ours_only = set(cache.keys()) - set(tl_cache.keys())
     # Ours caches `hook_q/k/v_normalized_input` only when asked (`use_normalized_qkv_input`).
