@@ -8,7 +8,6 @@ with trainable `alpha_p`, `alpha_n`: `mlp.act_fn.alpha_p`, ...).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
@@ -20,34 +19,14 @@ from lookingglass.config import ModelConfig
 from lookingglass.hooks import HookPoint
 from lookingglass.model.layer_config import as_config
 from lookingglass.model.norm import LayerNorm, LayerNormPre
-
-
-def gelu_new(x: Tensor) -> Tensor:
-    """GPT-2's tanh approximation of GELU (`NewGELUActivation` in Hugging Face)."""
-    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3))))
-
-
-def gelu_fast(x: Tensor) -> Tensor:
-    """The "fast" GELU variant of Hugging Face (`FastGELUActivation`)."""
-    return 0.5 * x * (1.0 + torch.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x)))
-
-
-def relu2(x: Tensor) -> Tensor:
-    """Squared ReLU (Arcee; `ReLUSquaredActivation` in Hugging Face)."""
-    relu = F.relu(x)
-    return relu * relu
-
-
-def solu(x: Tensor) -> Tensor:
-    """SoLU (https://transformer-circuits.pub/2022/solu/index.html): `x * softmax(x)`
-    over the neurons; "solu_ln" adds the MLP's LayerNorm after it."""
-    return x * F.softmax(x, dim=-1)
+from lookingglass.utils import activations
 
 
 class XIELU(nn.Module):
     """xIELU (https://arxiv.org/abs/2411.13010, Apertus) with trainable `alpha_p`,
     `alpha_n` stored softplus-inverted, and buffers `beta`, `eps`, as TransformerLens's
-    and Hugging Face's `XIELUActivation`."""
+    and Hugging Face's `XIELUActivation` (`utils.activations.xielu` is the same with the
+    parameters fixed)."""
 
     def __init__(
         self, alpha_p: float = 0.8, alpha_n: float = 0.8, beta: float = 0.5, eps: float = -1e-6
@@ -72,13 +51,13 @@ class XIELU(nn.Module):
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
     "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu_fast": gelu_fast,
+    "gelu_fast": activations.gelu_fast,
     "gelu": F.gelu,
     "relu": F.relu,
     "silu": F.silu,
-    "relu2": relu2,
-    "solu": solu,
-    "solu_ln": solu,
+    "relu2": activations.relu2,
+    "solu": activations.solu,
+    "solu_ln": activations.solu,  # the MLP adds its LayerNorm after it
 }
 
 
