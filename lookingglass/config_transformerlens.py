@@ -16,9 +16,9 @@ Each TransformerLens field is, here, one of:
 
 Implemented as TransformerLens computes them (each is checked against TransformerLens
 3.9 in tests/integration/test_tl_features_parity.py): `attention_dir="bidirectional"`,
-`scale_attn_by_inverse_layer_idx`, `final_rms`, every `init_mode`, and
-`positional_embedding_type="shortformer"`; a few combinations are refused
-(`_check_feature_combinations`).
+`scale_attn_by_inverse_layer_idx`, `final_rms`, `clip_qkv`, `use_logn_attn`, every
+`init_mode`, and `positional_embedding_type="shortformer"`; a few combinations are
+refused (`_check_feature_combinations`).
 """
 
 from __future__ import annotations
@@ -30,8 +30,6 @@ from lookingglass.errors import ConfigError
 # field -> (its TransformerLens default, what it would switch on). Any other value is refused.
 UNIMPLEMENTED: dict[str, tuple[Any, str]] = {
     "n_devices": (1, "splitting one model across devices"),
-    "clip_qkv": (None, "clipping q/k/v (OLMo)"),
-    "use_logn_attn": (False, "log-n attention scaling (Qwen)"),
     "use_dynamic_ntk_rope": (False, "dynamic NTK rotary scaling (Qwen)"),
     "rotary_base_local": (None, "a separate rotary base for local layers (Gemma 3)"),
     "load_in_4bit": (False, "4-bit quantized weights"),

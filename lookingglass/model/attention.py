@@ -1,8 +1,12 @@
-"""Multi-head causal self-attention, the readable way, with a fused fast path.
+"""Multi-head self-attention, the readable way, with a fused fast path.
 
     q, k, v  = input @ W_Q + b_Q, ...                 [batch pos head_index d_head]
+    (q, k, v clamped to +-clip_qkv             when clip_qkv is set)
     (q, k    = rotary(q), rotary(k)            when positional_embedding_type="rotary")
+    (q       = q * log(pos) / log(train length)    use_logn_attn, past the train length)
     scores   = q . k / attn_scale (+ ALiBi), causal (and window) masked
+               (attn_scale * (layer + 1) with scale_attn_by_inverse_layer_idx; no causal
+               mask with attention_dir="bidirectional", only padding keys masked)
     pattern  = softmax(scores)                        [batch head_index query_pos key_pos]
     z        = pattern @ v                            [batch pos head_index d_head]
     out      = sum_h z_h @ W_O[h] + b_O               [batch pos d_model]
@@ -19,6 +23,7 @@ one GEMM with no copy. Grouped-query attention (`GroupedQueryAttention`) keeps t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -96,6 +101,9 @@ class Attention(nn.Module):
                 )
             self.attn_scale *= layer_id + 1
         self.causal = cfg.attention_dir == "causal"
+        self.clip = cfg.clip_qkv
+        # Qwen-1's log-n scaling of queries past the training length (in eval mode only).
+        self.logn_length = (cfg.train_seq_length or cfg.n_ctx) if cfg.use_logn_attn else None
         self.soft_cap = cfg.attn_scores_soft_cap
         self.W_Q = head_major_parameter(cfg.d_model, cfg.n_heads, cfg.d_head, cfg.dtype)
         self.b_Q = nn.Parameter(torch.zeros(cfg.n_heads, cfg.d_head, dtype=cfg.dtype))
@@ -184,10 +192,14 @@ class Attention(nn.Module):
         q = self.q_norm(self.hook_q(_project(query_input, self.W_Q, self.b_Q)))
         k = self.k_norm(self.hook_k(_project(key_input, W_K, b_K)))
         v = self.hook_v(_project(value_input, W_V, b_V))
+        if self.clip is not None:  # OLMo: after the projections (and q/k norms), as TL
+            q, k, v = (x.clamp(min=-self.clip, max=self.clip) for x in (q, k, v))
         if hasattr(self, "rotary"):
             cos, sin = self.rotary.cos_sin(context.positions, q.dtype)
             q = self.hook_rot_q(self.rotary(q, cos, sin))
             k = self.hook_rot_k(self.rotary(k, cos, sin))
+        if self.logn_length is not None and not self.training:
+            q = _logn_scaled(q, context.positions, self.logn_length)
         if past_kv_cache_entry is not None:
             k, v = past_kv_cache_entry.append(k, v)
         k = self.key_mixer(k, context.key_is_real)
@@ -390,6 +402,19 @@ def bidirectional_mask(
     own = torch.zeros(q_len, k_len, dtype=torch.bool, device=device)
     own[torch.arange(q_len), torch.arange(q_len) + k_len - q_len] = True
     return key_is_real.to(device)[:, None, None, :] | own[None, None]
+
+
+def _logn_scaled(
+    q: Float[Tensor, "batch pos head_index d_head"],
+    positions: Int[Tensor, "batch pos"],
+    train_length: int,
+) -> Tensor:
+    """Queries at (1-based) position p > train_length scaled by log(p) / log(train_length),
+    as TransformerLens 3.9 and Qwen-1 (positions count real tokens, so padding on the
+    left does not shift them)."""
+    p = (positions + 1).to(torch.float32)
+    scale = torch.where(p > train_length, p.log() / math.log(train_length), torch.ones_like(p))
+    return q * scale.to(q.dtype)[:, :, None, None]
 
 
 def _repeat_kv(x: Tensor, n_heads: int) -> Tensor:

@@ -45,6 +45,11 @@ FEATURES = {
     ),
     "final_rms": dict(final_rms=True),
     "final_rms-LNPre": dict(final_rms=True, normalization_type="LNPre"),
+    "clip_qkv": dict(clip_qkv=0.5),
+    # Queries past position 6 of the 12 are scaled (in eval mode, as TransformerLens).
+    "use_logn_attn-rotary": dict(
+        use_logn_attn=True, train_seq_length=6, positional_embedding_type="rotary"
+    ),
     "scale_attn_by_inverse_layer_idx": dict(scale_attn_by_inverse_layer_idx=True),
     "scale_attn_by_inverse_layer_idx-rotary": dict(
         scale_attn_by_inverse_layer_idx=True, positional_embedding_type="rotary"
@@ -71,6 +76,7 @@ def _caches(ours, theirs, tokens):
 @pytest.mark.parametrize("flags", FEATURES.values(), ids=FEATURES.keys())
 def test_feature_equals_transformerlens(tokens, flags):
     ours, theirs = transformerlens_pair(seed=1, **flags)
+    ours.eval()
     logits, cache, tl_logits, tl_cache = _caches(ours, theirs, tokens)
     ours_only = set(cache.keys()) - set(tl_cache.keys())
     # Ours caches `hook_q/k/v_normalized_input` only when asked (`use_normalized_qkv_input`).
@@ -89,6 +95,19 @@ def _scaled_diff(ours: torch.Tensor, theirs: torch.Tensor) -> float:
     finite = theirs[torch.isfinite(theirs)]
     magnitude = float(finite.detach().abs().max()) if finite.numel() else 1.0
     return max_abs_diff(ours, theirs) / max(1.0, magnitude)
+
+
+def test_clip_qkv_and_logn_really_change_the_outputs(tokens):
+    """The two features above are not no-ops on these weights and inputs."""
+    for feature, default, flags in (
+        ("clip_qkv", None, dict(clip_qkv=0.5)),
+        ("use_logn_attn", False, FEATURES["use_logn_attn-rotary"]),
+    ):
+        ours, _ = transformerlens_pair(seed=1, **flags)
+        without = ours.cfg.to_dict() | {feature: default, "init_weights": False}
+        plain = HookedTransformer(ModelConfig(**without))
+        plain.load_state_dict(ours.state_dict())
+        assert max_abs_diff(ours.eval()(tokens), plain.eval()(tokens)) > 1e-3, feature
 
 
 def test_shortformer_keeps_positions_out_of_the_residual_stream(tokens):

@@ -163,8 +163,8 @@ def test_config_is_mutable_and_keeps_replace():
     [
         ("n_devices", 2),
         ("use_attention_sinks", True),
-        ("clip_qkv", 8.0),
-        ("use_logn_attn", True),
+        ("use_dynamic_ntk_rope", True),
+        ("use_yarn_rope", True),
     ],
 )
 def test_unimplemented_transformerlens_features_are_refused_by_name(field, value):
