@@ -134,6 +134,21 @@ def test_shortformer_start_at_layer_and_generation_use_positions(tokens):
     assert max_abs_diff(torch.cat([first, rest], dim=1), full) <= 1e-4
 
 
+@pytest.mark.parametrize(
+    "flags",
+    [FEATURES["shortformer"], FEATURES["solu_ln"], FEATURES["final_rms"]],
+    ids=["shortformer", "solu_ln", "final_rms"],
+)
+def test_saved_feature_models_load_back_with_their_numbers(tmp_path, tokens, flags):
+    """`from_pretrained` leaves off the processing steps these features make invalid
+    (TransformerLens turns fold_ln and centering off for shortformer models too)."""
+    ours, theirs = transformerlens_pair(seed=7, **flags)
+    ours.save_pretrained(tmp_path / "model")
+    loaded = HookedTransformer.from_pretrained(tmp_path / "model", device="cpu")
+    expected = theirs(tokens).log_softmax(-1)
+    assert max_abs_diff(loaded(tokens).log_softmax(-1), expected) <= 1e-4
+
+
 def test_bidirectional_attention_sees_later_tokens(tokens):
     ours, theirs = transformerlens_pair(seed=4, attention_dir="bidirectional")
     _, cache, _, tl_cache = _caches(ours, theirs, tokens)
