@@ -157,6 +157,17 @@ def test_bidirectional_attention_sees_later_tokens(tokens):
     assert max_abs_diff(pattern, tl_pattern) <= ATOL
 
 
+def test_bidirectional_padded_row_computes_as_unpadded(tokens):
+    """Our one deliberate difference: padding keys are masked (TransformerLens's
+    `HookedTransformer` attends to them when `attention_dir="bidirectional"`)."""
+    ours, _ = transformerlens_pair(seed=8, attention_dir="bidirectional")
+    short = tokens[:1, :8]
+    padded = torch.cat([short, torch.zeros(1, 4, dtype=short.dtype)], dim=1)
+    mask = torch.tensor([[1] * 8 + [0] * 4])
+    logits = ours(padded, attention_mask=mask)[:, :8]
+    assert max_abs_diff(logits, ours(short)) <= ATOL
+
+
 # ------------------------------------------------------------------------- init_mode
 BIG = dict(n_layers=1, d_model=256, n_heads=4, d_head=64, d_mlp=1024, d_vocab=300, n_ctx=32)
 
