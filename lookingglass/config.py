@@ -27,11 +27,20 @@ import torch
 from lookingglass.config_transformerlens import resolve_transformerlens_fields
 from lookingglass.errors import ConfigError
 
-ACT_FNS = ("gelu_new", "gelu", "gelu_fast", "gelu_pytorch_tanh", "relu", "silu")
-# TransformerLens activations our MLP does not implement (a ConfigError names them).
-UNIMPLEMENTED_ACT_FNS = ("solu", "solu_ln", "xielu", "relu2")
+ACT_FNS = (
+    "gelu_new",
+    "gelu",
+    "gelu_fast",
+    "gelu_pytorch_tanh",
+    "relu",
+    "silu",
+    "relu2",
+    "solu",
+    "solu_ln",
+    "xielu",
+)
 NORMALIZATION_TYPES = ("LN", "LNPre", "RMS", "RMSPre", None)
-POSITIONAL_EMBEDDING_TYPES = ("standard", "rotary", "alibi")
+POSITIONAL_EMBEDDING_TYPES = ("standard", "shortformer", "rotary", "alibi")
 NORM_PLACEMENTS = ("pre", "pre_and_post", "post")
 ROPE_SCALING_KEYS = {
     "default": (),
@@ -48,7 +57,8 @@ class ModelConfig:
     Required: `n_layers`, `d_model`, `n_ctx`, `d_head`. Everything else has
     TransformerLens's default or is derived: `n_heads` (d_model // d_head), `d_mlp`
     (4 * d_model), `d_vocab_out` (d_vocab), `attn_scale` (sqrt(d_head)), `init_range`
-    (= TransformerLens's `initializer_range`, 0.8 / sqrt(d_model)), `n_params`.
+    (= TransformerLens's `initializer_range`, 0.8 / sqrt(d_model) with `init_mode="gpt2"`,
+    else 1.0), `n_params`.
 
     The `use_*` flags switch on optional hook points (as in TransformerLens); they cost
     memory and time only when switched on.
@@ -180,11 +190,6 @@ class ModelConfig:
             if self.d_mlp is None:
                 object.__setattr__(self, "d_mlp", 4 * self.d_model)
             _check_positive_int("d_mlp", self.d_mlp)
-            if self.act_fn in UNIMPLEMENTED_ACT_FNS:
-                raise ConfigError(
-                    f"act_fn={self.act_fn!r} is a TransformerLens activation lookingglass's MLP "
-                    f"does not implement yet; choose one of {list(ACT_FNS)}."
-                )
             _check_choice("act_fn", self.act_fn, ACT_FNS)
         _check_choice("normalization_type", self.normalization_type, NORMALIZATION_TYPES)
         _check_choice(
@@ -208,8 +213,9 @@ class ModelConfig:
         if self.attn_scale == -1.0:
             scale = math.sqrt(self.d_head) if self.use_attn_scale else 1.0
             object.__setattr__(self, "attn_scale", scale)
-        if self.init_range == -1.0:
-            object.__setattr__(self, "init_range", 0.8 / math.sqrt(self.d_model))
+        if self.init_range == -1.0:  # TransformerLens: a gain of 1 for the other init modes
+            default = 0.8 / math.sqrt(self.d_model) if self.init_mode == "gpt2" else 1.0
+            object.__setattr__(self, "init_range", default)
         if isinstance(self.dtype, str):
             object.__setattr__(self, "dtype", _dtype_from_str(self.dtype))
         if self.eps <= 0:

@@ -13,6 +13,12 @@ Each TransformerLens field is, here, one of:
   (T5) fields `tie_word_embeddings`, `relative_attention_*`, `decoder_start_token_id`;
 - a feature our model does not implement: its default is accepted, any other value is
   a `ConfigError` naming the field (`UNIMPLEMENTED`).
+
+Implemented as TransformerLens computes them (each is checked against TransformerLens
+3.9 in tests/integration/test_tl_features_parity.py): `attention_dir="bidirectional"`,
+`scale_attn_by_inverse_layer_idx`, `final_rms`, `clip_qkv`, `use_logn_attn`, every
+`init_mode`, and `positional_embedding_type="shortformer"`; a few combinations are
+refused (`_check_feature_combinations`).
 """
 
 from __future__ import annotations
@@ -23,20 +29,15 @@ from lookingglass.errors import ConfigError
 
 # field -> (its TransformerLens default, what it would switch on). Any other value is refused.
 UNIMPLEMENTED: dict[str, tuple[Any, str]] = {
-    "attention_dir": ("causal", "bidirectional (encoder) attention; see HookedEncoder"),
     "n_devices": (1, "splitting one model across devices"),
-    "clip_qkv": (None, "clipping q/k/v (OLMo)"),
-    "use_logn_attn": (False, "log-n attention scaling (Qwen)"),
     "use_dynamic_ntk_rope": (False, "dynamic NTK rotary scaling (Qwen)"),
-    "scale_attn_by_inverse_layer_idx": (False, "scaling attention by 1/(layer+1) (Mistral-GPT2)"),
     "rotary_base_local": (None, "a separate rotary base for local layers (Gemma 3)"),
     "load_in_4bit": (False, "4-bit quantized weights"),
     "quantization_method": (None, "quantized weights"),
     "use_yarn_rope": (False, "YaRN rotary scaling"),
     "use_attention_sinks": (False, "attention sinks (GPT-OSS)"),
 }
-# Positional embeddings and activations TransformerLens has and our model lacks.
-UNIMPLEMENTED_POSITIONAL = ("shortformer",)
+INIT_MODES = ("gpt2", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "muP")
 
 
 def resolve_transformerlens_fields(cfg: Any) -> None:
@@ -49,27 +50,37 @@ def resolve_transformerlens_fields(cfg: Any) -> None:
                 f"{name}={value!r} asks for {feature}, which lookingglass's HookedTransformer "
                 f"does not implement yet; leave {name} at its default {default!r}."
             )
-    if cfg.positional_embedding_type in UNIMPLEMENTED_POSITIONAL:
-        raise ConfigError(
-            f"positional_embedding_type={cfg.positional_embedding_type!r} is not implemented "
-            "in lookingglass yet; use 'standard', 'rotary' or 'alibi'."
-        )
-    if cfg.init_mode != "gpt2" and cfg.init_weights:
-        raise ConfigError(
-            f"init_mode={cfg.init_mode!r}: lookingglass initializes weights the GPT-2 way only "
-            "(normal with std init_range); use init_mode='gpt2', or init_weights=False and "
-            "initialize with lookingglass.utils.init_xavier_uniform_ and friends."
-        )
-    if cfg.final_rms and cfg.normalization_type not in ("RMS", "RMSPre"):
-        raise ConfigError(
-            "final_rms=True (an RMSNorm ln_final after LayerNorm blocks) is not implemented; "
-            "leave final_rms=False."
-        )
+    _check_feature_combinations(cfg)
     _sync_init_range(cfg)
     _sync_local_attention(cfg)
     _sync_norm_placement(cfg)
     _sync_rope_scaling(cfg)
     _resolve_norm_topk_prob(cfg)
+
+
+def _check_feature_combinations(cfg: Any) -> None:
+    """Refuse the TransformerLens values and combinations our model does not compute."""
+    if cfg.init_mode not in INIT_MODES:
+        raise ConfigError(f"init_mode={cfg.init_mode!r} is not one of {list(INIT_MODES)}.")
+    if cfg.attention_dir not in ("causal", "bidirectional"):
+        raise ConfigError(
+            f"attention_dir must be 'causal' or 'bidirectional', got {cfg.attention_dir!r}."
+        )
+    if cfg.attention_dir == "bidirectional" and (cfg.window_size is not None or cfg.use_local_attn):
+        raise ConfigError(
+            "attention_dir='bidirectional' with local attention windows is not implemented "
+            "(TransformerLens drops the windows then); leave window_size and attn_types unset."
+        )
+    if cfg.positional_embedding_type == "shortformer" and cfg.norm_placement == "post":
+        raise ConfigError(
+            "positional_embedding_type='shortformer' adds positions to the normalized "
+            "attention input, which norm_placement='post' does not have; use 'pre'."
+        )
+    if cfg.is_layer_norm_activation() and (cfg.gated_mlp or cfg.num_experts):
+        raise ConfigError(
+            f"act_fn={cfg.act_fn!r} (an activation followed by a LayerNorm) is implemented for "
+            "dense MLPs only (TransformerLens's gated MLP then ignores W_in); use gated_mlp=False."
+        )
 
 
 def _sync_init_range(cfg: Any) -> None:

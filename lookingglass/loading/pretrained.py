@@ -276,10 +276,11 @@ def from_pretrained(
     del checkpoint  # the state dict now holds the only references (mostly views)
 
     norm = cfg.normalization_type
-    fold_ln = norm is not None if fold_ln is None else fold_ln
-    center_writing_weights = (
-        norm in LAYER_NORMS if center_writing_weights is None else center_writing_weights
-    )
+    # Defaults as TransformerLens: on where valid (off for shortformer models, ...).
+    if fold_ln is None:
+        fold_ln = norm is not None and step_applies(cfg, "fold_ln")
+    if center_writing_weights is None:
+        center_writing_weights = norm in LAYER_NORMS and step_applies(cfg, "center_writing_weights")
     if center_unembed is None:  # soft-capped logits (Gemma 2) are not shift-invariant
         center_unembed = step_applies(cfg, "center_unembed")
     # Process in at least float32; cast down to a reduced-precision dtype only afterwards.

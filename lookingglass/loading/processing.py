@@ -88,9 +88,11 @@ def _mlp_readers(sd: StateDict, block: str, cfg: ModelConfig) -> list[tuple[str,
     )
     readers = [(f"{mlp}W_gate", f"{mlp}b_gate", 0, False)] if cfg.num_experts else []
     for expert in experts:
-        readers.append((f"{expert}W_in", f"{expert}b_in", 0, True))
-        if f"{expert}W_gate" in sd:  # gated MLPs read the norm twice
+        if f"{expert}W_gate" in sd:  # gated MLPs read the norm twice, biased before the product
+            readers.append((f"{expert}W_in", f"{expert}b_pre_linear", 0, True))
             readers.append((f"{expert}W_gate", f"{expert}b_gate", 0, False))
+        else:
+            readers.append((f"{expert}W_in", f"{expert}b_in", 0, True))
     return readers
 
 
@@ -293,12 +295,17 @@ def _check_applicable(cfg: ModelConfig, step: str) -> None:
     """Raise `ConfigError` when `step` would change this model, or is not implemented for it."""
     pre_norm = cfg.norm_placement == "pre"
     grouped = cfg.n_key_value_heads not in (None, cfg.n_heads)
+    shortformer = cfg.positional_embedding_type == "shortformer"
+    rms_after_layer_norms = cfg.final_rms and cfg.normalization_type in LAYER_NORMS
     reasons = {
         "fold_ln": [
             (
                 cfg.num_experts is not None and cfg.normalization_type == "LN",
                 "a mixture of experts' router has no bias to take a LayerNorm's",
             ),
+            (shortformer, "shortformer positions are added after ln1, outside its weight"),
+            (cfg.is_layer_norm_activation(), "folding the MLP's own LayerNorm is not implemented"),
+            (rms_after_layer_norms, "the final RMSNorm (final_rms) cannot take centering"),
         ],
         "center_writing_weights": [
             (
@@ -311,6 +318,8 @@ def _check_applicable(cfg: ModelConfig, step: str) -> None:
                 cfg.num_experts is not None,
                 "centering mixture-of-experts outputs is not implemented",
             ),
+            (shortformer, "shortformer positions are read after ln1, not centered by it"),
+            (rms_after_layer_norms, "the final RMSNorm (final_rms) does not center"),
         ],
         "center_unembed": [
             (cfg.output_logits_soft_cap > 0, "soft-capped logits make the shift change the output"),
@@ -322,6 +331,7 @@ def _check_applicable(cfg: ModelConfig, step: str) -> None:
             ),
             (cfg.use_qk_norm, "a norm between W_Q/W_K and the scores makes QK non-bilinear"),
             (grouped, "it is not implemented for grouped-query attention"),
+            (cfg.clip_qkv is not None, "clipping q/k/v is not invariant under it"),
         ],
     }
     for bad, reason in reasons[step]:

@@ -1,8 +1,12 @@
-"""Multi-head causal self-attention, the readable way, with a fused fast path.
+"""Multi-head self-attention, the readable way, with a fused fast path.
 
     q, k, v  = input @ W_Q + b_Q, ...                 [batch pos head_index d_head]
+    (q, k, v clamped to +-clip_qkv             when clip_qkv is set)
     (q, k    = rotary(q), rotary(k)            when positional_embedding_type="rotary")
+    (q       = q * log(pos) / log(train length)    use_logn_attn, past the train length)
     scores   = q . k / attn_scale (+ ALiBi), causal (and window) masked
+               (attn_scale * (layer + 1) with scale_attn_by_inverse_layer_idx; no causal
+               mask with attention_dir="bidirectional", only padding keys masked)
     pattern  = softmax(scores)                        [batch head_index query_pos key_pos]
     z        = pattern @ v                            [batch pos head_index d_head]
     out      = sum_h z_h @ W_O[h] + b_O               [batch pos d_model]
@@ -19,6 +23,7 @@ one GEMM with no copy. Grouped-query attention (`GroupedQueryAttention`) keeps t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -43,12 +48,15 @@ class AttentionContext:
     `mask` is True where a query may attend to a key (None: plain causal, no padding, no
     cache); `positions` are the queries' position ids, `key_positions` the keys';
     `key_is_real` is False at padding keys (None when there is no padding).
+    `shortformer_pos_embed` (`positional_embedding_type="shortformer"`) is the queries'
+    position embedding, which every block adds to its query and key inputs.
     """
 
     mask: Bool[Tensor, "#batch 1 query_pos key_pos"] | None
     positions: Int[Tensor, "batch query_pos"]
     key_positions: Int[Tensor, "batch key_pos"]
     key_is_real: Bool[Tensor, "batch key_pos"] | None = None
+    shortformer_pos_embed: Float[Tensor, "batch query_pos d_model"] | None = None
 
 
 def head_major_parameter(
@@ -86,6 +94,16 @@ class Attention(nn.Module):
         self.attn_type, self.window = _attention_window(cfg, attn_type, layer_id)
         self.n_heads, self.d_head, self.d_model = cfg.n_heads, cfg.d_head, cfg.d_model
         self.attn_scale = cfg.attn_scale
+        if cfg.scale_attn_by_inverse_layer_idx:  # as TransformerLens (Stanford GPT-2)
+            if layer_id is None:
+                raise ConfigError(
+                    "scale_attn_by_inverse_layer_idx needs the layer: pass layer_id=."
+                )
+            self.attn_scale *= layer_id + 1
+        self.causal = cfg.attention_dir == "causal"
+        self.clip = cfg.clip_qkv
+        # Qwen-1's log-n scaling of queries past the training length (in eval mode only).
+        self.logn_length = (cfg.train_seq_length or cfg.n_ctx) if cfg.use_logn_attn else None
         self.soft_cap = cfg.attn_scores_soft_cap
         self.W_Q = head_major_parameter(cfg.d_model, cfg.n_heads, cfg.d_head, cfg.dtype)
         self.b_Q = nn.Parameter(torch.zeros(cfg.n_heads, cfg.d_head, dtype=cfg.dtype))
@@ -174,14 +192,18 @@ class Attention(nn.Module):
         q = self.q_norm(self.hook_q(_project(query_input, self.W_Q, self.b_Q)))
         k = self.k_norm(self.hook_k(_project(key_input, W_K, b_K)))
         v = self.hook_v(_project(value_input, W_V, b_V))
+        if self.clip is not None:  # OLMo: after the projections (and q/k norms), as TL
+            q, k, v = (x.clamp(min=-self.clip, max=self.clip) for x in (q, k, v))
         if hasattr(self, "rotary"):
             cos, sin = self.rotary.cos_sin(context.positions, q.dtype)
             q = self.hook_rot_q(self.rotary(q, cos, sin))
             k = self.hook_rot_k(self.rotary(k, cos, sin))
+        if self.logn_length is not None and not self.training:
+            q = _logn_scaled(q, context.positions, self.logn_length)
         if past_kv_cache_entry is not None:
             k, v = past_kv_cache_entry.append(k, v)
         k = self.key_mixer(k, context.key_is_real)
-        mask = self._restrict_to_window(context.mask, q.shape[1], k.shape[1], q.device)
+        mask = self._mask(context, q.shape[1], k.shape[1], q.device)
         extra = _ScoreTerms(position_bias, additive_attention_mask)
         fused_ok = self._fused_ok and extra.empty
         if fused_ok and not (self.hook_attn_scores.has_hooks() or self.hook_pattern.has_hooks()):
@@ -195,10 +217,13 @@ class Attention(nn.Module):
                 z = fast_values(self._attend_fused(q, k, v, mask), z)
         return self._output(self.hook_z(z))
 
-    def _restrict_to_window(self, mask, q_len: int, k_len: int, device) -> Tensor | None:
+    def _mask(self, context: AttentionContext, q_len: int, k_len: int, device) -> Tensor | None:
+        """True where a query may attend to a key; None means plain causal."""
+        if not self.causal:
+            return bidirectional_mask(context.key_is_real, q_len, k_len, device)
         if self.window is None:
-            return mask
-        base = causal_mask(q_len, k_len, device) if mask is None else mask
+            return context.mask
+        base = causal_mask(q_len, k_len, device) if context.mask is None else context.mask
         return base & window_mask(q_len, k_len, self.window, device)
 
     def _attend_explicit(self, q, k, v, mask, key_positions, extra) -> tuple[Tensor, bool]:
@@ -362,6 +387,34 @@ def attention_context(
     own[torch.arange(q_len), torch.arange(q_len) + k_len - q_len] = True
     mask = allowed | own[None, None]
     return AttentionContext(mask, key_positions[:, -q_len:], key_positions, attention_mask.bool())
+
+
+def bidirectional_mask(
+    key_is_real: Bool[Tensor, "batch key_pos"] | None, q_len: int, k_len: int, device
+) -> Bool[Tensor, "#batch 1 query_pos key_pos"]:
+    """`attention_dir="bidirectional"`: every query sees every key. Padding keys are
+    masked (TransformerLens's `HookedTransformer` masks nothing, padding included; we
+    keep a padded row's numbers equal to the unpadded row's, as for causal attention),
+    and a padding query sees itself, which keeps its softmax finite."""
+    everything = torch.ones(1, 1, q_len, k_len, dtype=torch.bool, device=device)
+    if key_is_real is None:
+        return everything
+    own = torch.zeros(q_len, k_len, dtype=torch.bool, device=device)
+    own[torch.arange(q_len), torch.arange(q_len) + k_len - q_len] = True
+    return key_is_real.to(device)[:, None, None, :] | own[None, None]
+
+
+def _logn_scaled(
+    q: Float[Tensor, "batch pos head_index d_head"],
+    positions: Int[Tensor, "batch pos"],
+    train_length: int,
+) -> Tensor:
+    """Queries at (1-based) position p > train_length scaled by log(p) / log(train_length),
+    as TransformerLens 3.9 and Qwen-1 (positions count real tokens, so padding on the
+    left does not shift them)."""
+    p = (positions + 1).to(torch.float32)
+    scale = torch.where(p > train_length, p.log() / math.log(train_length), torch.ones_like(p))
+    return q * scale.to(q.dtype)[:, :, None, None]
 
 
 def _repeat_kv(x: Tensor, n_heads: int) -> Tensor:

@@ -29,6 +29,12 @@ and ACDC sum upstream writes into them):
 
 With "post" norm placement there is no norm before attention, so the inputs are
 projected as they are. With every flag off, ln1 runs once and no copies are made.
+
+Shortformer positions (`positional_embedding_type="shortformer"`, as TransformerLens):
+the position embedding (`context.shortformer_pos_embed`) is added after ln1 to the query
+and key inputs only, so `q = (ln1(x) + pos) @ W_Q`, `k = (ln1(x) + pos) @ W_K`,
+`v = ln1(x) @ W_V`; the residual stream carries no positions. The
+`hook_q/k_normalized_input` hooks see `ln1(x) + pos`.
 """
 
 from __future__ import annotations
@@ -137,6 +143,11 @@ class TransformerBlock(nn.Module):
 
     def _attention(self, resid_pre: Tensor, context: AttentionContext, kv_cache_entry) -> Tensor:
         q_in, k_in, v_in = self._attention_inputs(resid_pre)
+        positions = context.shortformer_pos_embed
+        if positions is not None:
+            if q_in.dim() == 4:  # per-head inputs: the same positions for every head
+                positions = positions.unsqueeze(-2)
+            q_in, k_in = q_in + positions, k_in + positions
         out = self.attn(
             self.hook_q_normalized_input(q_in),
             self.hook_k_normalized_input(k_in),

@@ -135,6 +135,14 @@ def make_norm(cfg: ModelConfig, length: int | None = None) -> nn.Module:
     return nn.Identity() if norm is None else norm(cfg, length)
 
 
+def make_final_norm(cfg: ModelConfig) -> nn.Module:
+    """`ln_final`: the config's norm, except that `final_rms` (with LayerNorm blocks) makes
+    it an RMSNorm ("LN" -> "RMS", "LNPre" -> "RMSPre"), as in TransformerLens."""
+    if cfg.final_rms and cfg.normalization_type in ("LN", "LNPre"):
+        return NORMS[{"LN": "RMS", "LNPre": "RMSPre"}[cfg.normalization_type]](cfg)
+    return make_norm(cfg)
+
+
 def make_post_norm(cfg: ModelConfig) -> nn.Module:
     """The norm after a sublayer (`norm_placement` "pre_and_post" or "post"). It keeps its
     weight (and bias) when the other norms are folded ("LNPre"/"RMSPre"): its output is

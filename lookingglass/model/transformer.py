@@ -19,6 +19,7 @@ from lookingglass import utils
 from lookingglass.config import ModelConfig
 from lookingglass.errors import ConfigError, InputError
 from lookingglass.hooks import HookedRootModule, HookPoint
+from lookingglass.model import initialization
 from lookingglass.model import tokenization as tok
 from lookingglass.model.attention import (
     Attention,
@@ -29,7 +30,7 @@ from lookingglass.model.attention import (
 from lookingglass.model.block import TransformerBlock
 from lookingglass.model.embed import Embed, PosEmbed, Unembed
 from lookingglass.model.kv_cache import KeyValueCache
-from lookingglass.model.norm import make_norm
+from lookingglass.model.norm import make_final_norm
 from lookingglass.model.weights import WeightProperties
 
 ReturnType = Literal["logits", "loss", "both"] | None
@@ -65,11 +66,11 @@ class HookedTransformer(WeightProperties, HookedRootModule):
         self.default_padding_side = default_padding_side
         self.embed = Embed(cfg)
         self.hook_embed = HookPoint()  # [batch, pos, d_model]
-        if cfg.positional_embedding_type == "standard":
+        if cfg.positional_embedding_type in ("standard", "shortformer"):
             self.pos_embed = PosEmbed(cfg)
             self.hook_pos_embed = HookPoint()  # [batch, pos, d_model]
         self.blocks = nn.ModuleList(TransformerBlock(cfg, layer) for layer in range(cfg.n_layers))
-        self.ln_final = make_norm(cfg)
+        self.ln_final = make_final_norm(cfg)
         self.unembed = Unembed(cfg)
         self._set_optional_hooks()
         if cfg.init_weights:
@@ -115,6 +116,8 @@ class HookedTransformer(WeightProperties, HookedRootModule):
             context = self._context(
                 residual.shape[:2], attention_mask, past_kv_cache, residual.device
             )
+            if self.cfg.positional_embedding_type == "shortformer":
+                context.shortformer_pos_embed = self.pos_embed(None, positions=context.positions)
         start = start_at_layer or 0
         for offset, block in enumerate(self.blocks[start:stop_at_layer]):
             entry = None if past_kv_cache is None else past_kv_cache[start + offset]
@@ -166,9 +169,11 @@ class HookedTransformer(WeightProperties, HookedRootModule):
         tokens = self.hook_tokens(tokens)
         residual = self.hook_embed(self.embed(tokens))
         if hasattr(self, "pos_embed"):
-            residual = residual + self.hook_pos_embed(
-                self.pos_embed(tokens, positions=context.positions)
-            )
+            pos_embed = self.hook_pos_embed(self.pos_embed(tokens, positions=context.positions))
+            if self.cfg.positional_embedding_type == "shortformer":
+                context.shortformer_pos_embed = pos_embed  # added to queries and keys only
+            else:
+                residual = residual + pos_embed
         return residual, context
 
     def _context(self, shape, attention_mask, past_kv_cache, device) -> AttentionContext:
@@ -302,20 +307,12 @@ class HookedTransformer(WeightProperties, HookedRootModule):
         return generate(self, input, max_new_tokens, **kwargs)
 
     # ------------------------------------------------------------------ weights
-    @torch.no_grad()
     def init_weights(self) -> None:
-        """GPT-2-style initialization: weights ~ N(0, init_range), biases 0, norms 1."""
+        """Draw fresh weights by `cfg.init_mode` ("gpt2": N(0, init_range)); biases 0,
+        norms 1. See `lookingglass.model.initialization`."""
         if self.W_E.is_meta:
             return
-        generator = None
-        if self.cfg.seed is not None:
-            generator = torch.Generator(device=self.W_E.device).manual_seed(self.cfg.seed)
-        for name, param in self.named_parameters():
-            leaf = name.rsplit(".", 1)[-1].lstrip("_")
-            if leaf.startswith("W_"):
-                nn.init.normal_(param, std=self.cfg.init_range, generator=generator)
-            elif leaf.startswith("b_"):
-                nn.init.zeros_(param)
+        initialization.init_weights(self)
 
     def relayout_parameters(self) -> None:
         """Put W_Q/W_K/W_V back in the fast head-major layout (after loading tensors)."""

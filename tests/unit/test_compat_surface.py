@@ -161,12 +161,10 @@ def test_config_is_mutable_and_keeps_replace():
 @pytest.mark.parametrize(
     "field, value",
     [
-        ("attention_dir", "bidirectional"),
-        ("positional_embedding_type", "shortformer"),
-        ("act_fn", "solu_ln"),
         ("n_devices", 2),
         ("use_attention_sinks", True),
-        ("init_mode", "xavier_normal"),
+        ("use_dynamic_ntk_rope", True),
+        ("use_yarn_rope", True),
     ],
 )
 def test_unimplemented_transformerlens_features_are_refused_by_name(field, value):

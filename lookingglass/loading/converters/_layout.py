@@ -266,6 +266,7 @@ def _our_block_shapes(cfg: ModelConfig) -> dict[str, Shape]:
         "attn.b_O": (cfg.d_model,),
         "mlp.b_in": (cfg.d_mlp or 0,),
         "mlp.b_gate": (cfg.d_mlp or 0,),
+        "mlp.b_pre_linear": (cfg.d_mlp or 0,),
         "mlp.b_out": (cfg.d_model,),
         **{f"{norm}.{p}": (cfg.d_model,) for norm in ("ln1", "ln2") for p in "wb"},
     }

@@ -97,7 +97,8 @@ def state_dict_from_hf(
     }
     _, b_K, _, b_V = kv_names(cfg)
     qkv_biases = () if hf.use_qkv_bias else ("attn.b_Q", b_K, b_V)
-    absent = dict.fromkeys([*qkv_biases, "attn.b_O", "mlp.b_gate", "mlp.b_in", "mlp.b_out"], 0.0)
+    absent = [*qkv_biases, "attn.b_O", "mlp.b_gate", "mlp.b_pre_linear", "mlp.b_in", "mlp.b_out"]
+    absent = dict.fromkeys(absent, 0.0)
     sd = load_tables(hf_sd, cfg, LAYOUT, GLOBAL_WEIGHTS, block, hf.tie_word_embeddings, absent)
     return share_ln1_with_ln2(sd, cfg) if parallel else sd
 
