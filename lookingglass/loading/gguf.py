@@ -160,7 +160,7 @@ def dequantize(tensor: Any) -> Float[Tensor, "..."]:
     return torch.from_numpy(np.array(values, dtype=np.float32).reshape(shape))
 
 
-def unpermute_qk(weight: Float[Tensor, "rows *rest"], n_heads: int) -> Float[Tensor, "rows *rest"]:
+def unpermute_qk(weight: Float[Tensor, "rows ..."], n_heads: int) -> Float[Tensor, "rows ..."]:
     """Undo llama.cpp's permutation of a q or k projection's rows (`n_heads`: the
     projection's own head count, the key/value heads for k).
 

@@ -93,14 +93,14 @@ def tokenizer_from_gguf(metadata: Mapping[str, Any]) -> PreTrainedTokenizerFast:
     backend.add_special_tokens(
         [
             AddedToken(token, normalized=False, special=True)
-            for token, kind in zip(tokens, types)
+            for token, kind in zip(tokens, types, strict=True)
             if kind == CONTROL and set(token) <= _ALPHABET
         ]
     )
     backend.add_tokens(
         [
             AddedToken(token, normalized=False, special=False)
-            for token, kind in zip(tokens, types)
+            for token, kind in zip(tokens, types, strict=True)
             if kind == USER_DEFINED and _byte_spelling(token) in vocab
         ]
     )
