@@ -96,7 +96,12 @@ def config_from_gguf(metadata: Mapping[str, Any], tensor_names: set[str]) -> dic
             "rotary positions (Llama 1/2, SmolLM) load from GGUF."
         )
     n_heads, d_model = key("attention.head_count"), key("embedding_length")
-    d_head = key("rope.dimension_count", d_model // n_heads)
+    d_head = key("attention.key_length", d_model // n_heads)
+    if key("rope.dimension_count", d_head) != d_head:
+        raise CheckpointError(
+            f"GGUF rotary dimension {key('rope.dimension_count')} differs from the head size "
+            f"{d_head}; partial rotary embeddings are not supported for Llama files."
+        )
     tokens = metadata.get("tokenizer.ggml.tokens")
     return dict(
         architectures=["LlamaForCausalLM"],
@@ -185,6 +190,7 @@ def read_gguf(
         UnsupportedArchitectureError: not a "llama" file.
     """
     import gguf
+    from tqdm.auto import tqdm
 
     from lookingglass.loading.gguf_tokenizer import tokenizer_from_gguf
 
@@ -196,8 +202,6 @@ def read_gguf(
     config = config_from_gguf(metadata, {t.name for t in reader.tensors})
     heads = {"q": config["num_attention_heads"], "k": config["num_key_value_heads"]}
     sd: dict[str, Tensor] = {}
-    from tqdm.auto import tqdm
-
     bar = tqdm(reader.tensors, desc=f"Converting {Path(path).name}", disable=not progress)
     for tensor in bar:
         name = hf_name(tensor.name)
