@@ -175,7 +175,7 @@ def resolve(name_or_path: str | Path, revision: str | None = None) -> Path:
     if path.is_dir():
         gguf_file = gguf.gguf_file_in(path)
         return gguf.converted_folder(gguf_file) if gguf_file is not None else path
-    if path.suffix == gguf.SUFFIX and path.is_file():
+    if path.suffix == gguf.SUFFIX:  # a missing file is named as such
         return gguf.converted_folder(path)
     name = str(name_or_path)
     packaged = registry.packaged_models().get(name)

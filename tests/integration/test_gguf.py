@@ -243,6 +243,11 @@ def test_folder_with_several_gguf_files_is_refused(tmp_path, home):
         HookedTransformer.from_pretrained(tmp_path, device="cpu")
 
 
+def test_missing_gguf_file_is_named(tmp_path, home):
+    with pytest.raises(CheckpointError, match=r"missing\.gguf does not exist"):
+        HookedTransformer.from_pretrained(tmp_path / "missing.gguf", device="cpu")
+
+
 def test_cache_is_reused_and_a_half_written_one_ignored(tmp_path, home, monkeypatch):
     hf = tiny_hf_llama(tie=True)
     path = write_gguf(tmp_path / "tiny.gguf", hf)
