@@ -33,7 +33,7 @@ NEW_TOKENS = 20
 
 LOAD_SNIPPET = textwrap.dedent("""
     import json, os, time, torch
-    torch.set_num_threads(os.cpu_count())
+    torch.set_num_threads({threads})
     def status(field):  # bytes, from /proc/self/status
         for line in open("/proc/self/status"):
             if line.startswith(field):
@@ -48,7 +48,7 @@ LOAD_SNIPPET = textwrap.dedent("""
 """)
 
 
-def load_table(gguf_file: Path) -> str:
+def load_table(gguf_file: Path, threads: int) -> str:
     hf_load = (
         "m = transformers.AutoModelForCausalLM.from_pretrained("
         f"{str(gguf_file.parent)!r}, gguf_file={gguf_file.name!r}, dtype=torch.float32)"
@@ -67,7 +67,8 @@ def load_table(gguf_file: Path) -> str:
             ("transformers GGUF from_pretrained (dequantizes)", hf_load, {}),
         ]
         results = {
-            name: peak_rss_of(LOAD_SNIPPET.format(load=load), env) for name, load, env in loaders
+            name: peak_rss_of(LOAD_SNIPPET.format(load=load, threads=threads), env)
+            for name, load, env in loaders
         }
         cache = sum(p.stat().st_size for p in Path(home).rglob("*") if p.is_file())
     base = results["transformers GGUF from_pretrained (dequantizes)"]["seconds"]
@@ -183,14 +184,23 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--repeats", type=int, default=6)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads (default: every core); on a "
+        "machine shared with other jobs, 1 avoids threads spinning while waiting for a core",
+    )
     args = parser.parse_args()
     set_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from lookingglass.loading import registry
 
     gguf_file = registry.gguf_path(registry.GGUF_MODELS[NAME])
     start = time.perf_counter()
     print(f"## Loading SmolLM2-135M-Instruct (Q4_1 GGUF), {torch.get_num_threads()} threads\n")
-    print(load_table(gguf_file))
+    print(load_table(gguf_file, torch.get_num_threads()))
     print(f"\n## Speed (CPU fp32, {torch.get_num_threads()} threads)\n")
     print(speed_table(gguf_file, args.repeats))
     print(f"\n(total {time.perf_counter() - start:.0f} s)")
