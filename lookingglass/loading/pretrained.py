@@ -37,7 +37,7 @@ from torch import Tensor
 from lookingglass import utils
 from lookingglass.config import ModelConfig
 from lookingglass.errors import CheckpointError, ConfigError, InputError
-from lookingglass.loading import registry
+from lookingglass.loading import gguf, registry
 from lookingglass.loading.converters import converter_for
 from lookingglass.loading.converters._common import check_state_dict
 from lookingglass.loading.processing import LAYER_NORMS, process_weights, step_applies
@@ -162,19 +162,28 @@ def _listing(folder: Path) -> str:
 # -------------------------------------------------------------------------- resolving
 def resolve(name_or_path: str | Path, revision: str | None = None) -> Path:
     """The local folder for a model: the folder itself, a model shipped in the package,
-    or a Hugging Face Hub snapshot (known alias or `org/name` id, downloaded once).
+    a GGUF file (a `.gguf` path, a folder holding one, or a registered GGUF model such as
+    "smollm2-135m"; converted once into a cached folder, see `loading.gguf`), or a
+    Hugging Face Hub snapshot (known alias or `org/name` id, downloaded once).
 
     Raises:
         InputError: neither a folder, nor a known name, nor a Hub id.
-        CheckpointError: the download failed.
+        CheckpointError: the download failed, or a registered GGUF model's package is
+            not installed (with the command that installs it).
     """
     path = Path(name_or_path).expanduser()
     if path.is_dir():
-        return path
+        gguf_file = gguf.gguf_file_in(path)
+        return gguf.converted_folder(gguf_file) if gguf_file is not None else path
+    if path.suffix == gguf.SUFFIX:  # a missing file is named as such
+        return gguf.converted_folder(path)
     name = str(name_or_path)
     packaged = registry.packaged_models().get(name)
     if packaged is not None:
         return packaged
+    gguf_model = registry.gguf_model(name)
+    if gguf_model is not None:
+        return gguf.converted_folder(registry.gguf_path(gguf_model))
     repo_id = registry.hub_id(name) or (name if _HUB_ID.fullmatch(name) else None)
     if repo_id is None:
         raise InputError(registry.unknown_name_message(name))
@@ -227,10 +236,12 @@ def from_pretrained(
     checkpoint_value: int | None = None,
     **cfg_overrides: Any,
 ) -> HookedTransformer:
-    """Load a model from a local folder, a shipped model, a registry alias or a Hub id.
+    """Load a model from a local folder, a shipped model, a registry alias, a GGUF file
+    or a Hub id.
 
     Args:
-        name_or_path: folder (Hugging Face or native format), alias (`"gpt2"`) or Hub id.
+        name_or_path: folder (Hugging Face or native format), alias (`"gpt2"`), GGUF
+            file or registered GGUF model (`"smollm2-135m"`), or Hub id.
         fold_ln, center_writing_weights, center_unembed, fold_value_biases,
             refactor_factored_attn_matrices: weight processing, as in TransformerLens
             (see `lookingglass.loading.processing`). `fold_ln`,
@@ -269,6 +280,8 @@ def from_pretrained(
     folder = resolve(name_or_path, revision)
     hf_config, checkpoint = load_checkpoint(folder)
     overrides = {**cfg_overrides, "dtype": dtype}
+    if default_prepend_bos is None:  # a converted GGUF file: as its tokenizer says
+        default_prepend_bos = gguf.default_prepend_bos(hf_config)
     if default_prepend_bos is not None:
         overrides["default_prepend_bos"] = default_prepend_bos
     device = str(device if device is not None else utils.get_device())
