@@ -174,7 +174,12 @@ class HookPoint(nn.Module):
         """The layer index of a hook named `blocks.{layer}....` (an error otherwise)."""
         if self.name is None:
             raise HookError("This hook point has no name (it is not part of a set-up model).")
-        return int(self.name.split(".")[1])
+        parts = self.name.split(".")
+        if len(parts) < 3 or parts[0] != "blocks" or not parts[1].isdigit():
+            raise HookError(
+                f"'{self.name}' is not in a layer: layer() reads names 'blocks.{{layer}}....'."
+            )
+        return int(parts[1])
 
     def __call__(self, x: Tensor) -> Tensor:
         if self._forward_hooks or self._forward_pre_hooks or self._backward_hooks:
