@@ -78,8 +78,13 @@ class HookedTransformer(TokenizationMethods, WeightProperties, HookedRootModule)
             )
         self.cfg = cfg
         self.tokenizer = None
-        if tokenizer is None and cfg.tokenizer_name is not None:
-            tokenizer = tok.load_tokenizer(cfg.tokenizer_name)
+        if tokenizer is None and cfg.tokenizer_name is not None and not _on_meta_device():
+            # As TransformerLens, which only warns for names it cannot load; a model
+            # built on the meta device is a shape probe or a loader's shell: no tokenizer.
+            try:
+                tokenizer = tok.load_tokenizer(cfg.tokenizer_name)
+            except InputError as error:
+                logging.warning("No tokenizer: %s", error)
         if tokenizer is not None:
             self.set_tokenizer(tokenizer, default_padding_side=default_padding_side)
         elif cfg.d_vocab == -1:
@@ -513,10 +518,11 @@ class HookedTransformer(TokenizationMethods, WeightProperties, HookedRootModule)
     def from_pretrained(cls, model_name: str | Path, **kwargs: Any) -> HookedTransformer:
         """Load a checkpoint by name (registry alias, hub id) or local folder, with
         TransformerLens's default weight processing and keyword arguments. See
-        `lookingglass.loading.pretrained.from_pretrained`."""
-        from lookingglass.loading.pretrained import from_pretrained
+        `lookingglass.loading.pretrained.from_pretrained` and, for TransformerLens's
+        other arguments, `lookingglass.model.pretrained_args`."""
+        from lookingglass.model.pretrained_args import load_with_tl_arguments
 
-        return from_pretrained(model_name, **kwargs)
+        return load_with_tl_arguments(model_name, **kwargs)
 
     @classmethod
     def from_pretrained_no_processing(
@@ -543,6 +549,11 @@ class HookedTransformer(TokenizationMethods, WeightProperties, HookedRootModule)
         from lookingglass.loading.hf_export import to_hf
 
         return to_hf(self)
+
+
+def _on_meta_device() -> bool:
+    """True inside `with torch.device("meta")` (tensors are created without memory)."""
+    return torch.empty(0).device.type == "meta"
 
 
 def _own_position(q_len: int, k_len: int, device) -> Tensor:

@@ -11,13 +11,14 @@ TransformerLens's model (the twin) is built from our model's config and loaded w
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import pytest
 import torch
 import transformers
 
-from lookingglass import HookedTransformer, HookError, InputError, ModelConfig
+from lookingglass import ConfigError, HookedTransformer, HookError, InputError, ModelConfig
 from lookingglass.model.kv_cache import (
     KeyValueCache,
     TransformerLensKeyValueCache,
@@ -393,7 +394,7 @@ def test_transformerlens_state_dict_loads_strictly(pair, tokenizer_dir):
     assert_close(fresh(tokens), theirs(tokens), ATOL, "logits after loading TL's weights")
 
 
-def test_tokenizer_from_cfg_tokenizer_name(tokenizer_dir):
+def test_tokenizer_from_cfg_tokenizer_name(tokenizer_dir, caplog):
     cfg = ModelConfig(
         n_layers=1, d_model=16, d_head=8, n_heads=2, n_ctx=32, d_vocab=-1,
         tokenizer_name=str(tokenizer_dir),
@@ -401,5 +402,34 @@ def test_tokenizer_from_cfg_tokenizer_name(tokenizer_dir):
     model = HookedTransformer(cfg)
     assert model.cfg.d_vocab == len(make_tokenizer())
     assert model.tokenizer("hi")["input_ids"][0] == model.tokenizer.bos_token_id
-    with pytest.raises(InputError, match="tokenizer_name"):
-        HookedTransformer(cfg.replace(tokenizer_name=str(tokenizer_dir / "missing")))
+    missing = str(tokenizer_dir / "missing")
+    with caplog.at_level(logging.WARNING):
+        bare = HookedTransformer(cfg.replace(tokenizer_name=missing, d_vocab=50))
+    assert bare.tokenizer is None and "tokenizer_name" in caplog.text and missing in caplog.text
+    with pytest.raises(InputError, match="no tokenizer"):
+        bare("hi")
+
+
+@torch.no_grad()
+def test_from_pretrained_accepts_transformerlens_arguments(tiny_gpt2_dir, build_tl_model):
+    tl = build_tl_model(tiny_gpt2_dir)
+    model = HookedTransformer.from_pretrained(
+        tiny_gpt2_dir, default_padding_side="left", move_to_device=False, n_devices=1
+    )
+    assert model.tokenizer.padding_side == "left" and model.cfg.device == "cpu"
+    tokens = model.to_tokens("When Mary and John went to the store", padding_side="right")
+    assert_close(model(tokens), tl(tokens), 1e-4, "logits")
+    with pytest.raises(ConfigError, match="n_devices"):
+        HookedTransformer.from_pretrained(tiny_gpt2_dir, n_devices=2)
+    first = HookedTransformer.from_pretrained(tiny_gpt2_dir, first_n_layers=1)
+    assert first.cfg.n_layers == 1 and len(first.blocks) == 1
+    resid = model(tokens, stop_at_layer=1)
+    assert_close(first(tokens), model.unembed(model.ln_final(resid)), 1e-5, "first_n_layers")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tiny_gpt2_dir)
+    hf.transformer.h[1].mlp.c_proj.weight.mul_(2.0)  # weights that differ from the folder's
+    edited = HookedTransformer.from_pretrained(
+        tiny_gpt2_dir, hf_model=hf, torch_dtype=torch.float32
+    )
+    assert edited.cfg.model_name == tiny_gpt2_dir.name and edited.tokenizer is not None
+    expected = hf(tokens).logits.log_softmax(-1)
+    assert_close(edited(tokens).log_softmax(-1), expected, 1e-4, "hf_model")
