@@ -38,7 +38,7 @@ from lookingglass.model.embed import Embed, PosEmbed, Unembed
 from lookingglass.model.kv_cache import TransformerLensKeyValueCache
 from lookingglass.model.norm import make_norm
 from lookingglass.model.tokenization import TokenizationMethods
-from lookingglass.model.weights import WeightProperties
+from lookingglass.model.weights import WeightProcessing, WeightProperties
 
 ReturnType = Literal["logits", "loss", "both"] | None
 TextOrTokens = str | list[str] | Int[Tensor, "batch pos"] | Int[Tensor, " pos"]
@@ -54,7 +54,7 @@ class Output(NamedTuple):
     loss: Tensor
 
 
-class HookedTransformer(TokenizationMethods, WeightProperties, HookedRootModule):
+class HookedTransformer(TokenizationMethods, WeightProperties, WeightProcessing, HookedRootModule):
     """A decoder-only transformer in which every activation passes a named `HookPoint`.
 
     Build a fresh random model with `HookedTransformer(ModelConfig(...))`, or load one

@@ -433,3 +433,23 @@ def test_from_pretrained_accepts_transformerlens_arguments(tiny_gpt2_dir, build_
     assert edited.cfg.model_name == tiny_gpt2_dir.name and edited.tokenizer is not None
     expected = hf(tokens).logits.log_softmax(-1)
     assert_close(edited(tokens).log_softmax(-1), expected, 1e-4, "hf_model")
+
+
+@torch.no_grad()
+def test_process_weights_in_place_equals_transformerlens(pair, tokenizer_dir):
+    ours, theirs = pair
+    from transformer_lens import HookedTransformer as TLHookedTransformer
+
+    mine = make_model(seed=7, tokenizer=_tokenizer(tokenizer_dir))
+    tl = TLHookedTransformer(theirs.cfg, _tokenizer(tokenizer_dir))
+    tl.load_state_dict(theirs.state_dict())
+    mine.process_weights_()
+    tl.process_weights_()
+    assert mine.cfg.normalization_type == tl.cfg.normalization_type == "LNPre"
+    tokens = mine.to_tokens(PROMPTS)
+    assert_close(mine(tokens), tl.eval()(tokens), 1e-4, "logits after process_weights_")
+    sd = {k: v for k, v in theirs.state_dict().items() if not k.endswith((".mask", ".IGNORE"))}
+    for step in ("center_writing_weights", "center_unembed", "fold_value_biases"):
+        a, b = getattr(ours, step)(dict(sd)), getattr(theirs, step)(dict(sd))
+        for key in ("unembed.W_U", "blocks.1.attn.b_O", "embed.W_E"):
+            assert_close(a[key], b[key], 1e-5, f"{step} {key}")
