@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from lookingglass import utils
 from lookingglass.config import ModelConfig
-from lookingglass.errors import ConfigError, HookError, InputError
+from lookingglass.errors import ConfigError, InputError
 from lookingglass.hooks import HookedRootModule, HookPoint
 from lookingglass.model import tokenization as tok
 from lookingglass.model.attention import (
@@ -34,7 +34,9 @@ from lookingglass.model.attention import (
     causal_mask,
 )
 from lookingglass.model.block import TransformerBlock
+from lookingglass.model.devices import DeviceMethods
 from lookingglass.model.embed import Embed, PosEmbed, Unembed
+from lookingglass.model.hook_flags import HookFlags
 from lookingglass.model.kv_cache import TransformerLensKeyValueCache
 from lookingglass.model.norm import make_norm
 from lookingglass.model.tokenization import TokenizationMethods
@@ -54,7 +56,14 @@ class Output(NamedTuple):
     loss: Tensor
 
 
-class HookedTransformer(TokenizationMethods, WeightProperties, WeightProcessing, HookedRootModule):
+class HookedTransformer(
+    TokenizationMethods,
+    WeightProperties,
+    WeightProcessing,
+    HookFlags,
+    DeviceMethods,
+    HookedRootModule,
+):
     """A decoder-only transformer in which every activation passes a named `HookPoint`.
 
     Build a fresh random model with `HookedTransformer(ModelConfig(...))`, or load one
@@ -390,97 +399,9 @@ class HookedTransformer(TokenizationMethods, WeightProperties, WeightProcessing,
         self.relayout_parameters()
         return result
 
-    # ------------------------------------------------------------------ devices
-    def to(self, *args: Any, print_details: bool = False, **kwargs: Any) -> HookedTransformer:
-        """`nn.Module.to`, also recording the device / dtype in `cfg` (as TransformerLens's
-        `to`, which prints the move unless `print_details=False`; we print only when asked)."""
-        device, dtype, *_ = torch._C._nn._parse_to(*args, **kwargs)
-        super().to(*args, **kwargs)
-        changes: dict[str, Any] = {}
-        if device is not None:
-            changes["device"] = str(device)
-        if dtype is not None and dtype.is_floating_point:
-            changes["dtype"] = dtype
-        if changes:
-            self.cfg = self.cfg.replace(**changes)
-            if print_details:
-                print("Moving model to", changes)
-        return self
-
-    def cuda(self, device: int | torch.device | None = None) -> HookedTransformer:
-        return self.to(f"cuda:{device}" if isinstance(device, int) else (device or "cuda"))
-
-    def cpu(self) -> HookedTransformer:
-        return self.to(torch.device("cpu"))
-
-    def mps(self) -> HookedTransformer:
-        return self.to(torch.device("mps"))
-
-    def move_model_modules_to_device(self) -> None:
-        """Move every module to `cfg.device` (TransformerLens splits over `n_devices`; we
-        run on one device)."""
-        if self.cfg.device is not None:
-            nn.Module.to(self, self.cfg.device)
-
-    # --------------------------------------------------------------- hook flags
-    def set_use_attn_result(self, use_attn_result: bool) -> None:
-        """Add or remove `attn.hook_result` (each head's output, `[batch pos head d_model]`)."""
-        self._set_flag(use_attn_result=use_attn_result)
-
-    def set_use_split_qkv_input(self, use_split_qkv_input: bool) -> None:
-        """Add or remove per-head `hook_q/k/v_input` (the attention input, per head)."""
-        self._set_flag(use_split_qkv_input=use_split_qkv_input)
-
-    def set_use_hook_mlp_in(self, use_hook_mlp_in: bool) -> None:
-        """Add or remove `hook_mlp_in` (the MLP's input before its norm)."""
-        self._set_flag(use_hook_mlp_in=use_hook_mlp_in)
-
-    def set_use_attn_in(self, use_attn_in: bool) -> None:
-        """Add or remove `hook_attn_in` (the attention input before its norm)."""
-        self._set_flag(use_attn_in=use_attn_in)
-
-    def set_ungroup_grouped_query_attention(self, ungroup_grouped_query_attention: bool) -> None:
-        """With grouped-query attention, give `hook_k`/`hook_v` one copy per query head."""
-        self.cfg = self.cfg.replace(ungroup_grouped_query_attention=ungroup_grouped_query_attention)
-        for block in self.blocks:
-            if hasattr(block.attn, "_ungroup_hooks"):
-                block.attn._ungroup_hooks = ungroup_grouped_query_attention
-
-    def _set_flag(self, **flag: bool) -> None:
-        self.cfg = self.cfg.replace(**flag)
-        for block in self.blocks:
-            block.set_hook_options(self.cfg)
-        self._set_optional_hooks()
-
     def _set_optional_hooks(self) -> None:
         self.hook_tokens = HookPoint() if self.cfg.use_hook_tokens else nn.Identity()
         self.setup()
-
-    def check_hooks_to_add(
-        self,
-        hook_point: HookPoint,
-        hook_point_name: str,
-        hook: Any,
-        dir: Literal["fwd", "bwd"] = "fwd",
-        is_permanent: bool = False,
-        prepend: bool = False,
-    ) -> None:
-        """Refuse a hook on a point its `use_*` flag has switched off (TransformerLens's
-        check; such points normally do not exist here at all)."""
-        flags = {
-            "attn.hook_result": "use_attn_result",
-            "hook_q_input": "use_split_qkv_input",
-            "hook_k_input": "use_split_qkv_input",
-            "hook_v_input": "use_split_qkv_input",
-            "mlp_in": "use_hook_mlp_in",
-            "attn_in": "use_attn_in",
-        }
-        for suffix, flag in flags.items():
-            if hook_point_name.endswith(suffix) and not getattr(self.cfg, flag):
-                raise HookError(
-                    f"Cannot add hook {hook_point_name} if {flag} is False: call "
-                    f"model.set_{flag}(True) first."
-                )
 
     def all_head_labels(self) -> list[str]:
         """Labels `L{layer}H{head}` for every head, layer-major."""

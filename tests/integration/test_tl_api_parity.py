@@ -453,3 +453,14 @@ def test_process_weights_in_place_equals_transformerlens(pair, tokenizer_dir):
         a, b = getattr(ours, step)(dict(sd)), getattr(theirs, step)(dict(sd))
         for key in ("unembed.W_U", "blocks.1.attn.b_O", "embed.W_E"):
             assert_close(a[key], b[key], 1e-5, f"{step} {key}")
+
+
+def test_to_and_cpu_record_the_device_and_dtype_in_cfg(pair):
+    ours, theirs = pair
+    model = make_model(seed=2)
+    assert model.to(torch.float64) is model and model.cfg.dtype == torch.float64
+    assert model.W_E.dtype == torch.float64
+    model.cpu()
+    assert model.cfg.device == "cpu" and theirs.cpu().cfg.device == "cpu"
+    assert model.n_params_total == sum(p.numel() for p in model.parameters())
+    assert ours.W_gate is None and theirs.W_gate is None
