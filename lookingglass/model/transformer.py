@@ -74,16 +74,22 @@ class HookedTransformer(
 
     def __init__(
         self,
-        cfg: ModelConfig,
+        cfg: ModelConfig | dict[str, Any],
         tokenizer: Any = None,
         move_to_device: bool = True,
         default_padding_side: tok.PaddingSide | None = None,
     ) -> None:
         super().__init__()
+        if isinstance(cfg, dict):  # as TransformerLens, which unwraps a dict of fields
+            try:
+                cfg = ModelConfig.from_dict(cfg)
+            except TypeError as error:
+                raise ConfigError(f"Cannot build a ModelConfig from this dict: {error}") from error
         if not isinstance(cfg, ModelConfig):
             raise ConfigError(
-                f"HookedTransformer takes a ModelConfig, got {type(cfg).__name__}; for a dict "
-                "use HookedTransformer(ModelConfig(**d))."
+                f"HookedTransformer takes a ModelConfig (or a dict of its fields), got "
+                f"{type(cfg).__name__}. To load a pretrained model, use "
+                "HookedTransformer.from_pretrained()."
             )
         self.cfg = cfg
         self.tokenizer = None

@@ -464,3 +464,10 @@ def test_to_and_cpu_record_the_device_and_dtype_in_cfg(pair):
     assert model.cfg.device == "cpu" and theirs.cpu().cfg.device == "cpu"
     assert model.n_params_total == sum(p.numel() for p in model.parameters())
     assert ours.W_gate is None and theirs.W_gate is None
+
+
+def test_a_dict_config_is_accepted_as_in_transformerlens():
+    fields = dict(n_layers=1, d_model=16, n_heads=2, d_head=8, n_ctx=8, d_vocab=10)
+    assert HookedTransformer(fields).cfg == ModelConfig(**fields)
+    with pytest.raises(ConfigError, match="d_model"):
+        HookedTransformer({"n_layers": 1})
