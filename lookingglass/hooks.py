@@ -15,10 +15,11 @@ pass or a hook raises.
 from __future__ import annotations
 
 import difflib
+import itertools
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from torch import Tensor, nn
@@ -33,6 +34,9 @@ Direction = Literal["fwd", "bwd", "both"]
 HookList = Iterable[tuple[str | Callable[[str], bool], HookFn]]
 
 
+_handle_ids = itertools.count()
+
+
 @dataclass(eq=False)
 class _Detacher:
     """What `LensHandle.hook` is: `remove()` detaches the hook (TransformerLens keeps a
@@ -41,6 +45,7 @@ class _Detacher:
     hook_point: HookPoint
     direction: Literal["fwd", "bwd"]
     handle: LensHandle | None = None
+    id: int = field(default_factory=lambda: next(_handle_ids))
 
     def _list(self) -> list[LensHandle]:
         return self.hook_point.fwd_hooks if self.direction == "fwd" else self.hook_point.bwd_hooks
@@ -409,8 +414,7 @@ class HookedRootModule(CachingHooks, nn.Module):
         try:
             for direction, hook_list in (("fwd", fwd_hooks), ("bwd", bwd_hooks)):
                 for name, fn in hook_list:
-                    for n in self.resolve_hook_names(name):
-                        added.append(self.hook_dict[n].add_hook(fn, dir=direction, level=level))
+                    added += self._enable_hook(name, fn, direction)
             yield self
         finally:
             if reset_hooks_end:
@@ -418,6 +422,36 @@ class HookedRootModule(CachingHooks, nn.Module):
                     handle.remove()
                 self.reset_hooks(clear_contexts, including_permanent=False, level=level)
             self.context_level -= 1
+
+    def _enable_hook(
+        self, name: str | Callable[[str], bool], hook: HookFn, dir: Literal["fwd", "bwd"]
+    ) -> list[LensHandle]:
+        """Attach `hook` at the current `context_level` to the named point (or to every
+        point the predicate accepts), as TransformerLens's `hooks()` does."""
+        if isinstance(name, str):
+            return [self._enable_hook_with_name(name, hook, dir)]
+        return self._enable_hooks_for_points(self.hook_dict.items(), name, hook, dir)
+
+    def _enable_hook_with_name(
+        self, name: str, hook: HookFn, dir: Literal["fwd", "bwd"]
+    ) -> LensHandle:
+        module = self.mod_dict.get(name)
+        if module is None or not hasattr(module, "add_hook"):
+            self.resolve_hook_names(name)  # raises, naming close matches
+        return module.add_hook(hook, dir=dir, level=self.context_level)
+
+    def _enable_hooks_for_points(
+        self,
+        hook_points: Iterable[tuple[str, HookPoint]],
+        enabled: Callable[[str], bool],
+        hook: HookFn,
+        dir: Literal["fwd", "bwd"],
+    ) -> list[LensHandle]:
+        return [
+            hp.add_hook(hook, dir=dir, level=self.context_level)
+            for name, hp in hook_points
+            if enabled(name)
+        ]
 
     def run_with_hooks(
         self,
