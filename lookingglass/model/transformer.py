@@ -40,13 +40,10 @@ from lookingglass.model.hook_flags import HookFlags
 from lookingglass.model.kv_cache import TransformerLensKeyValueCache
 from lookingglass.model.norm import make_norm
 from lookingglass.model.tokenization import TokenizationMethods
-from lookingglass.model.weights import WeightProcessing, WeightProperties
+from lookingglass.model.weights import _TL_BUFFERS, WeightProcessing, WeightProperties
 
 ReturnType = Literal["logits", "loss", "both"] | None
 TextOrTokens = str | list[str] | Int[Tensor, "batch pos"] | Int[Tensor, " pos"]
-# TransformerLens buffers that are not part of the model's weights: its attention mask
-# and -inf constant, and the rotary tables it saves. `load_state_dict` skips them.
-_TL_BUFFERS = ("attn.mask", "attn.IGNORE", "attn.rotary_sin", "attn.rotary_cos")
 
 
 class Output(NamedTuple):

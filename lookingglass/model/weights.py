@@ -10,6 +10,8 @@ methods (`fold_layer_norm`, `center_writing_weights`, ... on a state dict, and
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
@@ -167,6 +169,10 @@ class WeightProperties:
         return torch.where(later, scores, torch.zeros_like(scores))
 
 
+# TransformerLens buffers that are not weights (attention mask, -inf, rotary tables).
+_TL_BUFFERS = ("attn.mask", "attn.IGNORE", "attn.rotary_sin", "attn.rotary_cos")
+
+
 class WeightProcessing:
     """Mixin for `HookedTransformer`: TransformerLens's weight-processing methods. Each
     step takes and returns a state dict in the model's layout; `process_weights_`
@@ -204,6 +210,62 @@ class WeightProcessing:
 
         return processing.refactor_factored_attn_matrices(dict(state_dict), self.cfg)
 
+    def fill_missing_keys(self, state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+        """`state_dict` with the keys it lacks taken from the model (as TransformerLens,
+        biases and norms only: a missing weight matrix raises `CheckpointError`)."""
+        from lookingglass.errors import CheckpointError
+
+        own = self.state_dict()
+        missing = sorted(set(own) - set(state_dict))
+        matrices = [k for k in missing if k.rsplit(".", 1)[-1].lstrip("_").startswith("W_")]
+        if matrices:
+            raise CheckpointError(
+                f"The state dict lacks weight matrices the model needs: {matrices}. Filling "
+                "them would silently zero a sublayer; check the key names."
+            )
+        for key in missing:
+            logging.warning("Missing key %s filled with the model's value.", key)
+        return {**state_dict, **{k: own[k] for k in missing}}
+
+    @torch.no_grad()
+    def load_and_process_state_dict(
+        self,
+        state_dict: dict[str, Tensor],
+        fold_ln: bool = True,
+        center_writing_weights: bool = True,
+        center_unembed: bool = True,
+        fold_value_biases: bool = True,
+        refactor_factored_attn_matrices: bool = False,
+    ) -> None:
+        """Load `state_dict` (our = TransformerLens's layout) and process it, as
+        TransformerLens's method: folding the norms rebuilds them as "LNPre"/"RMSPre"."""
+        from lookingglass.loading import processing
+
+        sd = {k: v for k, v in state_dict.items() if not k.endswith(_TL_BUFFERS)}
+        fold_ln = fold_ln and self.cfg.normalization_type in ("LN", "RMS")
+        sd, cfg = processing.process_weights(
+            {k: v.clone() for k, v in self.fill_missing_keys(sd).items()},
+            self.cfg,
+            fold_ln=fold_ln,
+            center_writing_weights=center_writing_weights,
+            center_unembed=center_unembed,
+            fold_value_biases=fold_value_biases,
+            refactor_factored_attn_matrices=refactor_factored_attn_matrices,
+        )
+        if cfg.normalization_type != self.cfg.normalization_type:
+            self._rebuild(cfg)
+        self.load_state_dict(sd, strict=True)
+
+    def load_sample_training_dataset(self, **kwargs) -> None:
+        """TransformerLens downloads a sample of the model's training data here; we never
+        download. Set `model.dataset` yourself (see `sample_datapoint`)."""
+        from lookingglass.errors import InputError
+
+        raise InputError(
+            "lookingglass does not download training data: set model.dataset to a dataset "
+            "or a list of {'text': ...} rows."
+        )
+
     @torch.no_grad()
     def process_weights_(
         self,
@@ -216,21 +278,13 @@ class WeightProcessing:
         are folded too, as in TransformerLens). Folding the norms turns "LN" into "LNPre"
         ("RMS" into "RMSPre"): the norm modules are rebuilt, and hooks on their hook
         points are dropped."""
-        from lookingglass.loading import processing
-
-        fold_ln = fold_ln and self.cfg.normalization_type in ("LN", "RMS")
-        sd, cfg = processing.process_weights(
-            {k: v.clone() for k, v in self.state_dict().items()},
-            self.cfg,
+        self.load_and_process_state_dict(
+            self.state_dict(),
             fold_ln=fold_ln,
             center_writing_weights=center_writing_weights,
             center_unembed=center_unembed,
-            fold_value_biases=True,
             refactor_factored_attn_matrices=refactor_factored_attn_matrices,
         )
-        if cfg.normalization_type != self.cfg.normalization_type:
-            self._rebuild(cfg)
-        self.load_state_dict(sd, strict=True)
 
     def _rebuild(self, cfg) -> None:
         """Replace every module with those of a model built for `cfg` (same tokenizer)."""

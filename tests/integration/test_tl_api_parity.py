@@ -471,3 +471,24 @@ def test_a_dict_config_is_accepted_as_in_transformerlens():
     assert HookedTransformer(fields).cfg == ModelConfig(**fields)
     with pytest.raises(ConfigError, match="d_model"):
         HookedTransformer({"n_layers": 1})
+
+
+@torch.no_grad()
+def test_load_and_process_state_dict_equals_transformerlens(pair, tokenizer_dir):
+    ours, theirs = pair
+    from transformer_lens import HookedTransformer as TLHookedTransformer
+
+    sd = theirs.state_dict()
+    mine = HookedTransformer(ours.cfg, _tokenizer(tokenizer_dir))
+    tl = TLHookedTransformer(theirs.cfg, _tokenizer(tokenizer_dir))
+    for model in (mine, tl):
+        model.load_and_process_state_dict(dict(sd), refactor_factored_attn_matrices=True)
+    tokens = ours.to_tokens(PROMPTS)
+    assert mine.cfg.normalization_type == tl.cfg.normalization_type == "LNPre"
+    assert_close(mine(tokens), tl.eval()(tokens), 1e-4, "logits")
+    assert_close(mine.W_Q, tl.W_Q, 1e-4, "W_Q after refactoring")
+    partial = {k: v for k, v in sd.items() if k != "blocks.0.attn.b_O"}
+    filled = ours.fill_missing_keys(partial)
+    assert torch.equal(filled["blocks.0.attn.b_O"], ours.blocks[0].attn.b_O)
+    with pytest.raises(Exception, match="W_O"):
+        ours.fill_missing_keys({k: v for k, v in sd.items() if k != "blocks.0.attn.W_O"})
