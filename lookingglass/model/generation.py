@@ -17,6 +17,7 @@ embeds without its hook point), and a prompt that does not fit `n_ctx` raises.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -80,45 +81,21 @@ def generate(
         side = "left" if batched else (padding_side or model.padding_side)
         initial_mask = tok.get_attention_mask(model.tokenizer, tokens, bos, side)
     stop_tokens, eos_for_padding = _stop_tokens(model, stop_at_eos, eos_token_id)
-    device = embeds.device
-    cache = (
-        TransformerLensKeyValueCache.init_cache(model.cfg, device, batch)
-        if use_past_kv_cache
-        else None
-    )
-    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    sampling = dict(
+        do_sample=do_sample, top_k=top_k, top_p=top_p, temperature=temperature,
+        freq_penalty=freq_penalty,
+    )  # fmt: skip
     sampled: list[Tensor] = []
     step_logits: list[Tensor] = []
-    model.eval()
-    for _ in tqdm(range(max_new_tokens), disable=not verbose):
-        mask = None
-        if initial_mask is not None:
-            ones = torch.ones(batch, len(sampled), dtype=initial_mask.dtype, device=device)
-            mask = torch.cat([initial_mask.to(device), ones], dim=1)
-        n_past = 0 if cache is None else cache[0].past_keys.shape[1]
-        residual = model.get_residual(embeds[:, n_past:], n_past, attention_mask=mask)[0]
-        logits = model(residual, start_at_layer=0, attention_mask=mask, past_kv_cache=cache)
-        final_logits = logits[:, -1, :]
+    batch = embeds.shape[0]
+    for next_tokens, final_logits, all_embeds in _decode(
+        model, tokens, embeds, initial_mask, use_past_kv_cache, sampling,
+        stop_tokens, eos_for_padding, max_new_tokens, verbose,
+    ):  # fmt: skip
+        sampled.append(next_tokens[:, None])
+        embeds = all_embeds
         if output_logits:
             step_logits.append(final_logits.clone())
-        if do_sample:
-            previous = None
-            if tokens is not None:
-                previous = torch.cat([tokens, *sampled], dim=1)
-            next_tokens = sample_logits(
-                final_logits, previous, True, top_k, top_p, temperature, freq_penalty
-            )
-        else:
-            next_tokens = final_logits.argmax(-1)
-        next_tokens = next_tokens.to(device)
-        if stop_tokens:
-            next_tokens[finished] = eos_for_padding
-            finished |= torch.isin(next_tokens, torch.tensor(stop_tokens, device=device))
-        sampled.append(next_tokens[:, None])
-        new_embed = model.hook_embed(model.embed(model.hook_tokens(next_tokens[:, None])))
-        embeds = torch.cat([embeds, new_embed], dim=1)
-        if stop_tokens and bool(finished.all()):
-            break
     new_tokens = torch.cat(sampled, dim=1) if sampled else embeds.new_zeros(batch, 0).long()
     output_tokens = new_tokens if tokens is None else torch.cat([tokens, new_tokens], dim=1)
     if return_type == "str":
@@ -136,6 +113,110 @@ def generate(
 
         return GenerateDecoderOnlyOutput(sequences=output_tokens, logits=tuple(step_logits))
     return result
+
+
+def _decode(
+    model: HookedTransformer,
+    tokens: Tensor | None,
+    embeds: Float[Tensor, "batch pos d_model"],
+    initial_mask: Tensor | None,
+    use_past_kv_cache: bool,
+    sampling: dict[str, Any],
+    stop_tokens: list[int],
+    eos_for_padding: int,
+    max_new_tokens: int,
+    verbose: bool,
+) -> Iterator[tuple[Int[Tensor, " batch"], Float[Tensor, "batch d_vocab"], Tensor]]:
+    """The decoding loop: yields each step's new tokens, the logits they came from, and
+    the embeddings of everything so far; stops after `max_new_tokens` or when every row
+    has produced a stop token."""
+    batch, device = embeds.shape[0], embeds.device
+    cache = (
+        TransformerLensKeyValueCache.init_cache(model.cfg, device, batch)
+        if use_past_kv_cache
+        else None
+    )
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    sampled: list[Tensor] = []
+    model.eval()
+    for _ in tqdm(range(max_new_tokens), disable=not verbose):
+        mask = None
+        if initial_mask is not None:
+            ones = torch.ones(batch, len(sampled), dtype=initial_mask.dtype, device=device)
+            mask = torch.cat([initial_mask.to(device), ones], dim=1)
+        n_past = 0 if cache is None else cache[0].past_keys.shape[1]
+        residual = model.get_residual(embeds[:, n_past:], n_past, attention_mask=mask)[0]
+        logits = model(residual, start_at_layer=0, attention_mask=mask, past_kv_cache=cache)
+        final_logits = logits[:, -1, :]
+        previous = None if tokens is None else torch.cat([tokens, *sampled], dim=1)
+        next_tokens = sample_logits(final_logits, previous, **sampling).to(device)
+        if stop_tokens:
+            next_tokens[finished] = eos_for_padding
+            finished |= torch.isin(next_tokens, torch.tensor(stop_tokens, device=device))
+        sampled.append(next_tokens[:, None])
+        new_embed = model.hook_embed(model.embed(model.hook_tokens(next_tokens[:, None])))
+        embeds = torch.cat([embeds, new_embed], dim=1)
+        yield next_tokens, final_logits, embeds
+        if stop_tokens and bool(finished.all()):
+            break
+
+
+@torch.no_grad()
+def generate_stream(
+    model: HookedTransformer,
+    input: str | Tensor = "",
+    max_new_tokens: int = 10,
+    max_tokens_per_yield: int = 25,
+    stop_at_eos: bool = True,
+    eos_token_id: int | list[int] | None = None,
+    do_sample: bool = True,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    temperature: float = 1.0,
+    freq_penalty: float = 0.0,
+    use_past_kv_cache: bool = True,
+    prepend_bos: bool | None = None,
+    padding_side: Literal["left", "right"] | None = None,
+    return_type: str | None = "input",
+    verbose: bool = True,
+) -> Iterator[Int[Tensor, "batch n_tokens"]]:
+    """`generate`, yielding token ids as they come, as TransformerLens's
+    `generate_stream`: the first yield holds the prompt's tokens and the first new ones,
+    each later one up to `max_tokens_per_yield` new tokens. `return_type` is accepted
+    for TransformerLens's signature; the yields are always token ids."""
+    tokens, embeds, _ = _prepare_input(model, input, prepend_bos, padding_side)
+    if tokens is None:
+        raise InputError("generate_stream takes a string or token ids, not embeddings.")
+    bos = model.cfg.default_prepend_bos if prepend_bos is None else prepend_bos
+    initial_mask = None
+    if model.tokenizer is not None:
+        side = padding_side or model.padding_side
+        initial_mask = tok.get_attention_mask(model.tokenizer, tokens, bos, side)
+    stop_tokens, eos_for_padding = _stop_tokens(model, stop_at_eos, eos_token_id)
+    sampling = dict(
+        do_sample=do_sample, top_k=top_k, top_p=top_p, temperature=temperature,
+        freq_penalty=freq_penalty,
+    )  # fmt: skip
+    pending: Tensor | None = None
+    n_pending = 0
+    for step, (next_tokens, _, _) in enumerate(
+        _decode(
+            model, tokens, embeds, initial_mask, use_past_kv_cache, sampling,
+            stop_tokens, eos_for_padding, max_new_tokens, verbose,
+        )
+    ):  # fmt: skip
+        new = next_tokens[:, None]
+        if step == 0:  # the first yield carries the prompt, which counts towards its size
+            pending = torch.cat([tokens, new], dim=-1)
+            n_pending = pending.shape[1]
+        else:
+            pending = new if pending is None else torch.cat([pending, new], dim=-1)
+            n_pending += 1
+        if n_pending >= max_tokens_per_yield:
+            yield pending
+            pending, n_pending = None, 0
+    if pending is not None:
+        yield pending
 
 
 def _prepare_input(model, input, prepend_bos, padding_side):

@@ -367,6 +367,13 @@ class HookedTransformer(
 
         return generate(self, input, max_new_tokens, **kwargs)
 
+    def generate_stream(self, input: Any = "", max_new_tokens: int = 10, **kwargs: Any):
+        """Like `generate`, yielding token ids as they are produced; see
+        `lookingglass.model.generation.generate_stream`."""
+        from lookingglass.model.generation import generate_stream
+
+        return generate_stream(self, input, max_new_tokens, **kwargs)
+
     # ------------------------------------------------------------------ weights
     @torch.no_grad()
     def init_weights(self) -> None:

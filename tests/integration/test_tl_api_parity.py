@@ -492,3 +492,18 @@ def test_load_and_process_state_dict_equals_transformerlens(pair, tokenizer_dir)
     assert torch.equal(filled["blocks.0.attn.b_O"], ours.blocks[0].attn.b_O)
     with pytest.raises(Exception, match="W_O"):
         ours.fill_missing_keys({k: v for k, v in sd.items() if k != "blocks.0.attn.W_O"})
+
+
+@torch.no_grad()
+def test_generate_stream_yields_as_transformerlens(pair):
+    ours, theirs = pair
+    tokens = ours.to_tokens(PROMPTS[1])
+    for kwargs in (
+        dict(max_new_tokens=9, max_tokens_per_yield=3, stop_at_eos=False),
+        dict(max_new_tokens=9, max_tokens_per_yield=25),
+        dict(max_new_tokens=0),
+    ):
+        kwargs = {**kwargs, "do_sample": False, "verbose": False}
+        mine = [t.tolist() for t in ours.generate_stream(tokens, **kwargs)]
+        tl = [t.tolist() for t in theirs.generate_stream(tokens, **kwargs)]
+        assert mine == tl, kwargs
