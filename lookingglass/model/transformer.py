@@ -132,7 +132,7 @@ class HookedTransformer(
         start_at_layer: int | None = None,
         tokens: Int[Tensor, "batch pos"] | None = None,
         shortformer_pos_embed: Float[Tensor, "batch pos d_model"] | None = None,
-        attention_mask: Int[Tensor, "batch pos"] | None = None,
+        attention_mask: Int[Tensor, "batch mask_pos"] | None = None,
         stop_at_layer: int | None = None,
         past_kv_cache: TransformerLensKeyValueCache | None = None,
     ) -> Any:
@@ -227,7 +227,7 @@ class HookedTransformer(
         Float[Tensor, "batch pos d_model"],
         Int[Tensor, "batch pos"],
         Float[Tensor, "batch pos d_model"] | None,
-        Int[Tensor, "batch pos"] | None,
+        Int[Tensor, "batch mask_pos"] | None,
     ]:
         """The residual stream entering block 0, as TransformerLens: returns
         `(residual, tokens, shortformer_pos_embed, attention_mask)`.
