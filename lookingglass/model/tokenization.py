@@ -251,11 +251,6 @@ class TokenizationMethods:
         return tokens if move_to_device else tokens.cpu()
 
     def _tokens_and_mask(self, input, prepend_bos, padding_side, truncate: bool = False):
-        if isinstance(input, str) and input == "" and not truncate:
-            raise InputError(
-                "The input string is empty. To run the model on the BOS token alone, pass "
-                "model.to_tokens('') (token ids) instead."
-            )
         bos = self.cfg.default_prepend_bos if prepend_bos is None else prepend_bos
         side = padding_side or self.padding_side
         tokens, mask = tokenize(

@@ -240,6 +240,11 @@ class HookedTransformer(
         """
         string_mask = None
         if isinstance(input, str | list):
+            if input == "":
+                raise InputError(
+                    "The input string is empty. To run the model on the BOS token alone, pass "
+                    "model.to_tokens('') (token ids) instead."
+                )
             tokens, string_mask = self._tokens_and_mask(input, prepend_bos, padding_side)
         else:
             tokens = self._token_tensor(input)
@@ -293,7 +298,10 @@ class HookedTransformer(
                 positions = positions.expand(embed.shape[0], -1)
             else:
                 positions = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)[:, -q_len:]
-            residual = embed + self.hook_pos_embed(self.pos_embed(positions.to(embed.device)))
+            pos_embed = self.pos_embed(positions.to(embed.device))
+            if attention_mask is not None:  # padding gets no position, as in TransformerLens
+                pos_embed = pos_embed * attention_mask[:, -q_len:, None].to(pos_embed)
+            residual = embed + self.hook_pos_embed(pos_embed)
         return (residual, None) if return_shortformer_pos_embed else residual
 
     def get_pos_offset(

@@ -507,3 +507,20 @@ def test_generate_stream_yields_as_transformerlens(pair):
         mine = [t.tolist() for t in ours.generate_stream(tokens, **kwargs)]
         tl = [t.tolist() for t in theirs.generate_stream(tokens, **kwargs)]
         assert mine == tl, kwargs
+
+
+@torch.no_grad()
+def test_generate_from_the_empty_string_starts_at_bos_as_transformerlens(pair):
+    ours, theirs = pair
+    kwargs = dict(max_new_tokens=5, do_sample=False, verbose=False, return_type="tokens")
+    mine, tl = ours.generate("", **kwargs), theirs.generate("", **kwargs)
+    assert mine.shape == tl.shape and mine[0, 0] == tl[0, 0] == ours.tokenizer.bos_token_id
+    # With BOS = pad (GPT-2), TransformerLens's mask calls the lone BOS a trailing pad; a
+    # query that sees no real key gets a zero pattern there, itself here, so the tokens
+    # differ. At that padding position both add no positional embedding.
+    mask = torch.zeros(1, 1, dtype=torch.long)
+    _, cache = ours.run_with_cache(mine[:, :1], attention_mask=mask)
+    _, tl_cache = theirs.run_with_cache(mine[:, :1], attention_mask=mask)
+    assert_close(cache["hook_pos_embed"], tl_cache["hook_pos_embed"], 0, "pos_embed at a pad")
+    with pytest.raises(InputError, match="empty"):
+        ours("")
