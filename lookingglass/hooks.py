@@ -425,16 +425,15 @@ class HookedRootModule(CachingHooks, nn.Module):
 
     def _enable_hook(
         self, name: str | Callable[[str], bool], hook: HookFn, dir: Literal["fwd", "bwd"]
-    ) -> list[LensHandle]:
+    ) -> list[Any]:
         """Attach `hook` at the current `context_level` to the named point (or to every
-        point the predicate accepts), as TransformerLens's `hooks()` does."""
+        point the predicate accepts), as TransformerLens's `hooks()` does. Returns what
+        the hook points' `add_hook` returns (`LensHandle`s)."""
         if isinstance(name, str):
             return [self._enable_hook_with_name(name, hook, dir)]
         return self._enable_hooks_for_points(self.hook_dict.items(), name, hook, dir)
 
-    def _enable_hook_with_name(
-        self, name: str, hook: HookFn, dir: Literal["fwd", "bwd"]
-    ) -> LensHandle:
+    def _enable_hook_with_name(self, name: str, hook: HookFn, dir: Literal["fwd", "bwd"]) -> Any:
         module = self.mod_dict.get(name)
         if module is None or not hasattr(module, "add_hook"):
             self.resolve_hook_names(name)  # raises, naming close matches
@@ -446,7 +445,7 @@ class HookedRootModule(CachingHooks, nn.Module):
         enabled: Callable[[str], bool],
         hook: HookFn,
         dir: Literal["fwd", "bwd"],
-    ) -> list[LensHandle]:
+    ) -> list[Any]:
         return [
             hp.add_hook(hook, dir=dir, level=self.context_level)
             for name, hp in hook_points
