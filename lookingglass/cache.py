@@ -6,6 +6,8 @@ Dict-like with TransformerLens's shorthand: `cache["pattern", 3]` is
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +17,7 @@ from torch import Tensor
 from lookingglass import utils
 from lookingglass.cache_analysis import CacheAnalysis
 from lookingglass.errors import InputError
+from lookingglass.utils import Slice, SliceInput
 
 
 class ActivationCache(CacheAnalysis):
@@ -35,6 +38,8 @@ class ActivationCache(CacheAnalysis):
             return key if key in self.cache_dict else utils.get_act_name(key)
         if isinstance(key, tuple) and key:
             name, *rest = key
+            if name in self.cache_dict and not rest:
+                return name
             layer = rest[0] if rest else None
             if isinstance(layer, int) and layer < 0:
                 layer += self.model.cfg.n_layers
@@ -81,25 +86,46 @@ class ActivationCache(CacheAnalysis):
             self.model.to(device)
         return self
 
+    def _batch_size(self) -> int:
+        """The most common leading dimension of the cached tensors."""
+        counts = Counter(v.shape[0] for v in self.cache_dict.values() if v.dim() > 0)
+        return counts.most_common(1)[0][0] if counts else 1
+
     def remove_batch_dim(self) -> ActivationCache:
         """Drop the batch dimension of a batch-size-1 cache; returns self."""
         if not self.has_batch_dim:
+            logging.warning("Tried removing batch dimension after already having removed it.")
             return self
-        sizes = {v.shape[0] for v in self.cache_dict.values()}
-        if sizes != {1}:
+        batch_size = self._batch_size()
+        if batch_size != 1:
             raise InputError(
-                f"remove_batch_dim needs batch size 1, the cache has batch sizes {sizes}."
+                f"Cannot remove batch dimension from cache with batch size {batch_size}."
             )
-        self.cache_dict = {k: v[0] for k, v in self.cache_dict.items()}
+        self.cache_dict = {
+            k: v[0] if v.dim() > 0 and v.shape[0] == 1 else v for k, v in self.cache_dict.items()
+        }
         self.has_batch_dim = False
         return self
 
-    def apply_slice_to_batch_dim(
-        self, batch_slice: slice | int | list[int] | Tensor
-    ) -> ActivationCache:
-        """A new cache holding only the selected batch rows (an int keeps the dimension)."""
-        if not self.has_batch_dim:
-            raise InputError("This cache has no batch dimension to slice.")
-        if isinstance(batch_slice, int):
-            batch_slice = slice(batch_slice, batch_slice + 1)
-        return ActivationCache({k: v[batch_slice] for k, v in self.cache_dict.items()}, self.model)
+    def apply_slice_to_batch_dim(self, batch_slice: Slice | SliceInput) -> ActivationCache:
+        """A new cache holding only the selected batch rows, as TransformerLens: an int
+        selects one row and drops the batch dimension, a tuple is `slice(*tuple)`, a list
+        or tensor selects those rows."""
+        batch_slice = batch_slice if isinstance(batch_slice, Slice) else Slice(batch_slice)
+        if not self.has_batch_dim and batch_slice.mode != "identity":
+            raise InputError("Cannot index into a cache without a batch dim.")
+        batch_size = self._batch_size()
+        return ActivationCache(
+            {
+                k: batch_slice.apply(v, dim=0) if v.dim() > 0 and v.shape[0] == batch_size else v
+                for k, v in self.cache_dict.items()
+            },
+            self.model,
+            has_batch_dim=self.has_batch_dim and batch_slice.mode != "int",
+        )
+
+    def toggle_autodiff(self, mode: bool = False) -> None:
+        """Switch autograd on or off globally (`torch.set_grad_enabled(mode)`), as
+        TransformerLens's; `torch.inference_mode()` does the same without global state."""
+        logging.warning("Changed the global state, set autodiff to %s", mode)
+        torch.set_grad_enabled(mode)

@@ -1,54 +1,100 @@
-"""Hook points and the root module that manages them.
+"""Hook points and the root module that manages them, with TransformerLens's API.
 
 A `HookPoint` is an identity module placed on every named activation. Hooks are plain
 functions `fn(tensor, hook=hook_point)` that may return a replacement tensor or None.
+Each attached hook is a `LensHandle` in the point's `fwd_hooks` / `bwd_hooks` list,
+as in TransformerLens 3.9 (`is_permanent`, `context_level`, `user_hook`, `hook.remove()`).
 
 Why not PyTorch's own module hooks: a hook point that nobody hooks must cost nothing, so
 `HookPoint.__call__` returns its input after one list check, and only a hooked point pays
-for running functions. Every hook added by a context or a `run_with_*` call is removed
-when it exits, also when the forward pass or a hook raises.
+for running functions (PyTorch hooks registered on a hook point still run). Every hook
+added by a context or a `run_with_*` call is removed when it exits, also when the forward
+pass or a hook raises.
 """
 
 from __future__ import annotations
 
 import difflib
+import itertools
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import torch
 from torch import Tensor, nn
 
 from lookingglass.errors import HookError
+from lookingglass.hook_caching import CachingHooks
 
 HookFn = Callable[..., Tensor | None]
-NameFilter = str | Sequence[str] | Callable[[str], bool] | None
+NamesFilter = str | Sequence[str] | Callable[[str], bool] | None
+NameFilter = NamesFilter
 Direction = Literal["fwd", "bwd", "both"]
+HookList = Iterable[tuple[str | Callable[[str], bool], HookFn]]
+
+
+_handle_ids = itertools.count()
 
 
 @dataclass(eq=False)
-class HookHandle:
-    """One hook function attached to one hook point; `remove()` detaches it."""
+class _Detacher:
+    """What `LensHandle.hook` is: `remove()` detaches the hook (TransformerLens keeps a
+    PyTorch `RemovableHandle` there; this has the same `remove`)."""
 
     hook_point: HookPoint
-    fn: HookFn
     direction: Literal["fwd", "bwd"]
-    is_permanent: bool = False
-    level: int | None = None
+    handle: LensHandle | None = None
+    id: int = field(default_factory=lambda: next(_handle_ids))
+
+    def _list(self) -> list[LensHandle]:
+        return self.hook_point.fwd_hooks if self.direction == "fwd" else self.hook_point.bwd_hooks
 
     def remove(self) -> None:
         """Detach the hook; removing twice is harmless."""
-        hooks = self.hook_point._fwd if self.direction == "fwd" else self.hook_point._bwd
-        if self in hooks:
-            hooks.remove(self)
+        hooks = self._list()
+        if any(h is self.handle for h in hooks):
+            hooks[:] = [h for h in hooks if h is not self.handle]
+
+
+@dataclass(eq=False)
+class LensHandle:
+    """One hook function attached to one hook point (TransformerLens's `LensHandle`)."""
+
+    hook: _Detacher
+    is_permanent: bool = False
+    context_level: int | None = None
+    user_hook: HookFn | None = None
+
+    def remove(self) -> None:
+        """Detach the hook; removing twice is harmless."""
+        self.hook.remove()
 
     @property
     def active(self) -> bool:
         """True while the hook is attached."""
-        hooks = self.hook_point._fwd if self.direction == "fwd" else self.hook_point._bwd
-        return self in hooks
+        return any(h is self for h in self.hook._list())
+
+    @property
+    def hook_point(self) -> HookPoint:
+        return self.hook.hook_point
+
+    @property
+    def direction(self) -> Literal["fwd", "bwd"]:
+        return self.hook.direction
+
+    @property
+    def fn(self) -> HookFn | None:
+        """The hook function (`user_hook`)."""
+        return self.user_hook
+
+    @property
+    def level(self) -> int | None:
+        """The `context_level` of the `hooks()` context that added it (None outside)."""
+        return self.context_level
+
+
+HookHandle = LensHandle
 
 
 class HookPoint(nn.Module):
@@ -56,14 +102,11 @@ class HookPoint(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.name: str | None = None
+        self.fwd_hooks: list[LensHandle] = []
+        self.bwd_hooks: list[LensHandle] = []
         self.ctx: dict[Any, Any] = {}
-        self._fwd: list[HookHandle] = []
-        self._bwd: list[HookHandle] = []
-
-    def has_hooks(self) -> bool:
-        """True if any forward or backward hook is attached (used by fast paths)."""
-        return bool(self._fwd or self._bwd)
+        # The hook's name from the root module's point of view, set by `setup()`.
+        self.name: str | None = None
 
     def add_hook(
         self,
@@ -72,60 +115,107 @@ class HookPoint(nn.Module):
         is_permanent: bool = False,
         level: int | None = None,
         prepend: bool = False,
-    ) -> HookHandle:
-        """Attach `hook(tensor, hook=self)`; `dir="bwd"` hooks see the output's gradient."""
+    ) -> LensHandle:
+        """Attach `hook(tensor, hook=self)`; `dir="bwd"` hooks see the output's gradient.
+        With `prepend` it runs before the hooks already attached."""
         if dir not in ("fwd", "bwd"):
-            raise HookError(f"dir must be 'fwd' or 'bwd', got {dir!r}.")
-        handle = HookHandle(self, hook, dir, is_permanent, level)
-        hooks = self._fwd if dir == "fwd" else self._bwd
+            raise HookError(f"Invalid direction {dir!r}: dir must be 'fwd' or 'bwd'.")
+        handle = LensHandle(_Detacher(self, dir), is_permanent, level, hook)
+        handle.hook.handle = handle
+        hooks = self.fwd_hooks if dir == "fwd" else self.bwd_hooks
         hooks.insert(0, handle) if prepend else hooks.append(handle)
         return handle
+
+    def add_perma_hook(self, hook: HookFn, dir: Literal["fwd", "bwd"] = "fwd") -> LensHandle:
+        """Attach a hook that `remove_hooks()` keeps unless `including_permanent=True`."""
+        return self.add_hook(hook, dir=dir, is_permanent=True)
+
+    def has_hooks(
+        self, dir: Direction = "both", including_permanent: bool = True, level: int | None = None
+    ) -> bool:
+        """True if a hook in direction `dir` (of context `level`, if given) is attached."""
+        if dir not in ("fwd", "bwd", "both"):
+            raise HookError(f"Invalid direction {dir!r}: use 'fwd', 'bwd' or 'both'.")
+        handles = (self.fwd_hooks if dir != "bwd" else []) + (
+            self.bwd_hooks if dir != "fwd" else []
+        )
+        return any(
+            (including_permanent or not h.is_permanent)
+            and (level is None or h.context_level == level)
+            for h in handles
+        )
 
     def remove_hooks(
         self, dir: Direction = "fwd", including_permanent: bool = False, level: int | None = None
     ) -> None:
-        """Detach hooks in the given direction (permanent ones only if asked)."""
-        for hooks, d in ((self._fwd, "fwd"), (self._bwd, "bwd")):
-            if dir not in (d, "both"):
-                continue
-            hooks[:] = [
+        """Detach hooks in direction `dir`, as TransformerLens: with `including_permanent`
+        every hook goes (whatever its level); otherwise the non-permanent ones of context
+        `level` (all levels when None)."""
+        if dir not in ("fwd", "bwd", "both"):
+            raise HookError(f"Invalid direction {dir!r}: use 'fwd', 'bwd' or 'both'.")
+
+        def kept(handles: list[LensHandle]) -> list[LensHandle]:
+            if including_permanent:
+                return []
+            return [
                 h
-                for h in hooks
-                if (h.is_permanent and not including_permanent)
-                or (level is not None and h.level != level)
+                for h in handles
+                if h.is_permanent or (level is not None and h.context_level != level)
             ]
+
+        if dir in ("fwd", "both"):
+            self.fwd_hooks = kept(self.fwd_hooks)
+        if dir in ("bwd", "both"):
+            self.bwd_hooks = kept(self.bwd_hooks)
 
     def clear_context(self) -> None:
         """Empty the `ctx` dict that hooks may use to stash values between calls."""
-        self.ctx.clear()
+        self.ctx = {}
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self(x)
+    def layer(self) -> int:
+        """The layer index of a hook named `blocks.{layer}....` (an error otherwise)."""
+        if self.name is None:
+            raise HookError("This hook point has no name (it is not part of a set-up model).")
+        parts = self.name.split(".")
+        if len(parts) < 3 or parts[0] != "blocks" or not parts[1].isdigit():
+            raise HookError(
+                f"'{self.name}' is not in a layer: layer() reads names 'blocks.{{layer}}....'."
+            )
+        return int(parts[1])
 
     def __call__(self, x: Tensor) -> Tensor:
-        if not self._fwd and not self._bwd:
+        if self._forward_hooks or self._forward_pre_hooks or self._backward_hooks:
+            return super().__call__(x)  # PyTorch module hooks registered by the user
+        if not self.fwd_hooks and not self.bwd_hooks:
             return x
-        for handle in list(self._fwd):
-            out = handle.fn(x, hook=self)
+        return self.forward(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Run the forward hooks in order, each on the previous one's result; register the
+        backward hooks on the result's gradient."""
+        for handle in list(self.fwd_hooks):
+            out = handle.user_hook(x, hook=self)
             if out is not None:
-                x = self._checked(out, x, handle.fn, "returned")
-        if self._bwd and x.requires_grad:
-            for handle in list(self._bwd):
+                x = self._checked(out, x, handle.user_hook, "returned")
+        if self.bwd_hooks and x.requires_grad:
+            for handle in list(self.bwd_hooks):
                 x.register_hook(self._grad_hook(handle))
         return x
 
-    def _grad_hook(self, handle: HookHandle) -> Callable[[Tensor], Tensor | None]:
+    def _grad_hook(self, handle: LensHandle) -> Callable[[Tensor], Tensor | None]:
         def run(grad: Tensor) -> Tensor | None:
             # A backward pass after the context closed must not run a removed hook.
             if not handle.active:
                 return None
-            out = handle.fn(grad, hook=self)
-            return None if out is None else self._checked(out, grad, handle.fn, "returned")
+            out = handle.user_hook(grad, hook=self)
+            return None if out is None else self._checked(out, grad, handle.user_hook, "returned")
 
         return run
 
     def _checked(self, out: Any, x: Tensor, fn: HookFn, verb: str) -> Tensor:
-        fn_name = getattr(fn, "__name__", repr(fn))
+        fn_name = getattr(fn, "__name__", None) or getattr(
+            getattr(fn, "func", None), "__name__", repr(fn)
+        )
         if not isinstance(out, Tensor):
             raise HookError(
                 f"Hook {fn_name} on '{self.name}' {verb} {type(out).__name__}; a hook must "
@@ -144,35 +234,48 @@ class HookPoint(nn.Module):
             )
         return out
 
-    def extra_repr(self) -> str:
-        return f"name={self.name!r}, fwd={len(self._fwd)}, bwd={len(self._bwd)}"
+    def __repr__(self) -> str:
+        bits = [f"name={self.name!r}"] if self.name is not None else []
+        if self.fwd_hooks:
+            bits.append(f"{len(self.fwd_hooks)} fwd")
+        if self.bwd_hooks:
+            bits.append(f"{len(self.bwd_hooks)} bwd")
+        return f"HookPoint({', '.join(bits)})"
 
 
-class HookedRootModule(nn.Module):
+class HookedRootModule(CachingHooks, nn.Module):
     """A module whose `HookPoint`s are addressed by name, with TransformerLens's hook API.
 
     Subclasses call `self.setup()` at the end of `__init__` (and after changing which hook
-    points exist) to name the hook points and fill `hook_dict` / `mod_dict`.
+    points exist) to name the hook points and fill `hook_dict` / `mod_dict`. Hooks added
+    inside `hooks()` (and so by `run_with_hooks` / `run_with_cache`) carry that context's
+    `context_level` and are removed when it exits, also on exceptions.
     """
 
     hook_dict: dict[str, HookPoint]
     mod_dict: dict[str, nn.Module]
 
+    def __init__(self, *args: Any) -> None:
+        super().__init__()
+        self.is_caching = False
+        self.context_level = 0
+
     def setup(self) -> None:
-        """Name every hook point after its module path and index modules by name."""
+        """Name every module after its path (as TransformerLens) and index the hook points."""
         self.mod_dict = {}
         self.hook_dict = {}
         for name, module in self.named_modules():
             if name == "":
                 continue
-            if isinstance(module, HookPoint):
+            if isinstance(module, HookPoint) or getattr(module, "name", None) is None:
                 module.name = name
-                self.hook_dict[name] = module
             self.mod_dict[name] = module
+            if isinstance(module, HookPoint):
+                self.hook_dict[name] = module
 
-    def hook_points(self) -> list[HookPoint]:
-        """All hook points, in forward order of construction."""
-        return list(self.hook_dict.values())
+    def hook_points(self):
+        """All hook points (a view of `hook_dict.values()`), in order of construction."""
+        return self.hook_dict.values()
 
     # ----------------------------------------------------------------- adding hooks
     def resolve_hook_names(self, name: str | Callable[[str], bool]) -> list[str]:
@@ -190,6 +293,35 @@ class HookedRootModule(nn.Module):
             "use_hook_mlp_in, use_attn_in)."
         )
 
+    def check_hooks_to_add(
+        self,
+        hook_point: HookPoint,
+        hook_point_name: str,
+        hook: HookFn,
+        dir: Literal["fwd", "bwd"] = "fwd",
+        is_permanent: bool = False,
+        prepend: bool = False,
+    ) -> None:
+        """Override to refuse some hooks before they are added (does nothing here)."""
+
+    def check_and_add_hook(
+        self,
+        hook_point: HookPoint,
+        hook_point_name: str,
+        hook: HookFn,
+        dir: Literal["fwd", "bwd"] = "fwd",
+        is_permanent: bool = False,
+        level: int | None = None,
+        prepend: bool = False,
+    ) -> LensHandle:
+        """Run `check_hooks_to_add`, then attach the hook to `hook_point`."""
+        self.check_hooks_to_add(
+            hook_point, hook_point_name, hook, dir=dir, is_permanent=is_permanent, prepend=prepend
+        )
+        return hook_point.add_hook(
+            hook, dir=dir, is_permanent=is_permanent, level=level, prepend=prepend
+        )
+
     def add_hook(
         self,
         name: str | Callable[[str], bool],
@@ -198,18 +330,59 @@ class HookedRootModule(nn.Module):
         is_permanent: bool = False,
         level: int | None = None,
         prepend: bool = False,
-    ) -> list[HookHandle]:
-        """Attach `hook` to the named hook point (or every point the predicate accepts)."""
+    ) -> list[LensHandle]:
+        """Attach `hook` to the named hook point (or every point the predicate accepts).
+        Returns the handles (TransformerLens returns None)."""
         return [
-            self.hook_dict[n].add_hook(hook, dir, is_permanent, level, prepend)
+            self.check_and_add_hook(self.hook_dict[n], n, hook, dir, is_permanent, level, prepend)
             for n in self.resolve_hook_names(name)
         ]
 
     def add_perma_hook(
         self, name: str | Callable[[str], bool], hook: HookFn, dir: Literal["fwd", "bwd"] = "fwd"
-    ) -> list[HookHandle]:
+    ) -> list[LensHandle]:
         """Attach a hook that `reset_hooks()` keeps (unless `including_permanent=True`)."""
         return self.add_hook(name, hook, dir=dir, is_permanent=True)
+
+    def list_hooks(
+        self,
+        name_filter: NamesFilter = None,
+        dir: Direction = "both",
+        including_permanent: bool = True,
+    ) -> dict[str, list[LensHandle]]:
+        """Attached hooks by hook name (points without hooks are left out)."""
+        matches = _as_predicate(name_filter)
+        out: dict[str, list[LensHandle]] = {}
+        for name, hp in self.hook_dict.items():
+            if not matches(name):
+                continue
+            handles = (hp.fwd_hooks if dir != "bwd" else []) + (
+                hp.bwd_hooks if dir != "fwd" else []
+            )
+            handles = [h for h in handles if including_permanent or not h.is_permanent]
+            if handles:
+                out[name] = handles
+        return out
+
+    def num_hooks(self) -> int:
+        """How many hook functions are attached in total (0 after every clean exit)."""
+        return sum(len(hp.fwd_hooks) + len(hp.bwd_hooks) for hp in self.hook_dict.values())
+
+    # ---------------------------------------------------------------- removing hooks
+    def remove_all_hook_fns(
+        self,
+        direction: Direction = "both",
+        including_permanent: bool = False,
+        level: int | None = None,
+    ) -> None:
+        """`remove_hooks` on every hook point."""
+        for hp in self.hook_dict.values():
+            hp.remove_hooks(direction, including_permanent=including_permanent, level=level)
+
+    def clear_contexts(self) -> None:
+        """Empty every hook point's `ctx`."""
+        for hp in self.hook_dict.values():
+            hp.clear_context()
 
     def reset_hooks(
         self,
@@ -219,47 +392,71 @@ class HookedRootModule(nn.Module):
         level: int | None = None,
     ) -> None:
         """Remove hooks from every hook point (permanent ones only if asked)."""
-        for hp in self.hook_dict.values():
-            hp.remove_hooks(direction, including_permanent=including_permanent, level=level)
-            if clear_contexts:
-                hp.clear_context()
+        if clear_contexts:
+            self.clear_contexts()
+        self.remove_all_hook_fns(direction, including_permanent, level=level)
+        self.is_caching = False
 
-    remove_all_hook_fns = reset_hooks
-
-    def num_hooks(self) -> int:
-        """How many hook functions are attached in total (0 after every clean exit)."""
-        return sum(len(hp._fwd) + len(hp._bwd) for hp in self.hook_dict.values())
-
+    # ------------------------------------------------------------- temporary hooks
     @contextmanager
     def hooks(
         self,
-        fwd_hooks: Iterable[tuple[str | Callable[[str], bool], HookFn]] = (),
-        bwd_hooks: Iterable[tuple[str | Callable[[str], bool], HookFn]] = (),
+        fwd_hooks: HookList = (),
+        bwd_hooks: HookList = (),
         reset_hooks_end: bool = True,
         clear_contexts: bool = False,
     ) -> Iterator[HookedRootModule]:
         """Attach hooks for the duration of a `with` block; they are removed on exit,
         also when the block raises. Backward hooks must be used (`.backward()`) inside."""
-        handles: list[HookHandle] = []
+        self.context_level += 1
+        level = self.context_level
+        added: list[LensHandle] = []
         try:
-            for name, fn in fwd_hooks:
-                handles += self.add_hook(name, fn, dir="fwd")
-            for name, fn in bwd_hooks:
-                handles += self.add_hook(name, fn, dir="bwd")
+            for direction, hook_list in (("fwd", fwd_hooks), ("bwd", bwd_hooks)):
+                for name, fn in hook_list:
+                    added += self._enable_hook(name, fn, direction)
             yield self
         finally:
             if reset_hooks_end:
-                for handle in handles:
+                for handle in added:  # also those whose hook point setup() replaced
                     handle.remove()
-                if clear_contexts:
-                    for hp in self.hook_dict.values():
-                        hp.clear_context()
+                self.reset_hooks(clear_contexts, including_permanent=False, level=level)
+            self.context_level -= 1
+
+    def _enable_hook(
+        self, name: str | Callable[[str], bool], hook: HookFn, dir: Literal["fwd", "bwd"]
+    ) -> list[Any]:
+        """Attach `hook` at the current `context_level` to the named point (or to every
+        point the predicate accepts), as TransformerLens's `hooks()` does. Returns what
+        the hook points' `add_hook` returns (`LensHandle`s)."""
+        if isinstance(name, str):
+            return [self._enable_hook_with_name(name, hook, dir)]
+        return self._enable_hooks_for_points(self.hook_dict.items(), name, hook, dir)
+
+    def _enable_hook_with_name(self, name: str, hook: HookFn, dir: Literal["fwd", "bwd"]) -> Any:
+        module = self.mod_dict.get(name)
+        if module is None or not hasattr(module, "add_hook"):
+            self.resolve_hook_names(name)  # raises, naming close matches
+        return module.add_hook(hook, dir=dir, level=self.context_level)
+
+    def _enable_hooks_for_points(
+        self,
+        hook_points: Iterable[tuple[str, HookPoint]],
+        enabled: Callable[[str], bool],
+        hook: HookFn,
+        dir: Literal["fwd", "bwd"],
+    ) -> list[Any]:
+        return [
+            hp.add_hook(hook, dir=dir, level=self.context_level)
+            for name, hp in hook_points
+            if enabled(name)
+        ]
 
     def run_with_hooks(
         self,
         *model_args: Any,
-        fwd_hooks: Iterable[tuple[str | Callable[[str], bool], HookFn]] = (),
-        bwd_hooks: Iterable[tuple[str | Callable[[str], bool], HookFn]] = (),
+        fwd_hooks: HookList = (),
+        bwd_hooks: HookList = (),
         reset_hooks_end: bool = True,
         clear_contexts: bool = False,
         **model_kwargs: Any,
@@ -269,102 +466,20 @@ class HookedRootModule(nn.Module):
         if bwd_hooks and reset_hooks_end:
             warnings.warn(
                 "Backward hooks are removed when run_with_hooks returns, before you can call "
-                "backward(); use `with model.hooks(bwd_hooks=...)` and call backward inside.",
+                "backward(); use `with model.hooks(bwd_hooks=...)` and call backward inside, "
+                "or pass reset_hooks_end=False.",
                 stacklevel=2,
             )
         with self.hooks(fwd_hooks, bwd_hooks, reset_hooks_end, clear_contexts):
-            return self(*model_args, **model_kwargs)
-
-    # -------------------------------------------------------------------- caching
-    def get_caching_hooks(
-        self,
-        names_filter: NameFilter = None,
-        incl_bwd: bool = False,
-        device: str | torch.device | None = None,
-        remove_batch_dim: bool = False,
-        cache: dict[str, Tensor] | None = None,
-        pos_slice: slice | int | None = None,
-    ) -> tuple[dict[str, Tensor], list[tuple[str, HookFn]], list[tuple[str, HookFn]]]:
-        """Hooks that store activations (detached) in `cache`; returns (cache, fwd, bwd)."""
-        cache = {} if cache is None else cache
-        names = self._filtered_names(names_filter)
-        index = _pos_index(pos_slice)
-
-        def store(key_suffix: str) -> HookFn:
-            def save(tensor: Tensor, hook: HookPoint) -> None:
-                value = tensor.detach()
-                if index is not None and value.dim() > 1:
-                    value = _slice_positions(value, hook.name or "", index)
-                if remove_batch_dim:
-                    value = value[0]
-                cache[f"{hook.name}{key_suffix}"] = value if device is None else value.to(device)
-
-            save.__name__ = "save_activation" + key_suffix
-            return save
-
-        fwd = [(n, store("")) for n in names]
-        bwd = [(n, store("_grad")) for n in names] if incl_bwd else []
-        return cache, fwd, bwd
-
-    def run_with_cache(
-        self,
-        *model_args: Any,
-        names_filter: NameFilter = None,
-        device: str | torch.device | None = None,
-        remove_batch_dim: bool = False,
-        incl_bwd: bool = False,
-        reset_hooks_end: bool = True,
-        clear_contexts: bool = False,
-        pos_slice: slice | int | None = None,
-        return_cache_object: bool = True,
-        **model_kwargs: Any,
-    ) -> tuple[Any, Any]:
-        """Run the model and cache activations (all, or those `names_filter` selects).
-
-        `names_filter` is a hook name, a list of names, or a predicate on names. With
-        `incl_bwd=True` the model output must be a scalar (e.g. `return_type="loss"`):
-        it is back-propagated and gradients are cached as `<name>_grad`.
-        """
-        cache, fwd, bwd = self.get_caching_hooks(
-            names_filter, incl_bwd, device, remove_batch_dim, pos_slice=pos_slice
-        )
-        with self.hooks(fwd, bwd, reset_hooks_end, clear_contexts):
-            out = self(*model_args, **model_kwargs)
-            if incl_bwd:
-                if not isinstance(out, Tensor) or out.numel() != 1:
-                    raise HookError(
-                        "run_with_cache(incl_bwd=True) back-propagates the model output, which "
-                        "must be a scalar; pass return_type='loss'."
-                    )
-                out.backward()
-        if not return_cache_object:
-            return out, cache
-        from lookingglass.cache import ActivationCache
-
-        return out, ActivationCache(cache, self, has_batch_dim=not remove_batch_dim)
-
-    def _filtered_names(self, names_filter: NameFilter) -> list[str]:
-        if names_filter is None:
-            return list(self.hook_dict)
-        if isinstance(names_filter, str):
-            return self.resolve_hook_names(names_filter)
-        if callable(names_filter):
-            return [n for n in self.hook_dict if names_filter(n)]
-        names = list(names_filter)
-        for n in names:
-            self.resolve_hook_names(n)
-        return names
+            return self.forward(*model_args, **model_kwargs)
 
 
-def _pos_index(pos_slice: slice | int | None) -> slice | None:
-    if pos_slice is None or isinstance(pos_slice, slice):
-        return pos_slice
-    return slice(pos_slice, pos_slice + 1 if pos_slice != -1 else None)
-
-
-def _slice_positions(value: Tensor, name: str, index: slice) -> Tensor:
-    # Attention scores and patterns are [batch, head, query_pos, key_pos]: slice the
-    # query positions; every other activation has positions in dimension 1.
-    if name.endswith(("hook_attn_scores", "hook_pattern")):
-        return value[..., index, :]
-    return value[:, index]
+def _as_predicate(names_filter: NamesFilter) -> Callable[[str], bool]:
+    if names_filter is None:
+        return lambda name: True
+    if callable(names_filter):
+        return names_filter
+    if isinstance(names_filter, str):
+        return lambda name: name == names_filter
+    allowed = set(names_filter)
+    return lambda name: name in allowed

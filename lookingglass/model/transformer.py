@@ -1,15 +1,22 @@
 """`HookedTransformer`: embed -> blocks -> final norm -> unembed, every activation hooked.
 
 The class composes small parts: components (this folder), tokenization
-(`tokenization.py`), generation (`generation.py`), loading and export (`loading/`). Its
-own job is the forward pass and the TransformerLens-compatible surface.
+(`tokenization.py`), generation (`generation.py`), weight views and processing
+(`weights.py`), loading and export (`loading/`). Its own job is the forward pass and the
+TransformerLens-compatible surface (`input_to_embed`, `start_at_layer`/`stop_at_layer`,
+`past_kv_cache`, `loss_fn`, devices), with TransformerLens 3.9's names and meanings.
+
+Where we differ from TransformerLens on purpose: a batch of strings that needed padding
+always gets its attention mask (TransformerLens drops it for right padding, so its loss
+counts the padding); invalid inputs raise `InputError` instead of asserting.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 from jaxtyping import Float, Int
@@ -19,8 +26,8 @@ from lookingglass import utils
 from lookingglass.config import ModelConfig
 from lookingglass.errors import ConfigError, InputError
 from lookingglass.hooks import HookedRootModule, HookPoint
-from lookingglass.model import initialization
 from lookingglass.model import tokenization as tok
+from lookingglass.model import initialization
 from lookingglass.model.attention import (
     Attention,
     AttentionContext,
@@ -28,42 +35,78 @@ from lookingglass.model.attention import (
     causal_mask,
 )
 from lookingglass.model.block import TransformerBlock
+from lookingglass.model.devices import DeviceMethods
 from lookingglass.model.embed import Embed, PosEmbed, Unembed
-from lookingglass.model.kv_cache import KeyValueCache
+from lookingglass.model.hook_flags import HookFlags
+from lookingglass.model.kv_cache import TransformerLensKeyValueCache
 from lookingglass.model.norm import make_final_norm
-from lookingglass.model.weights import WeightProperties
+from lookingglass.model.tokenization import TokenizationMethods
+from lookingglass.model.weights import _TL_BUFFERS, WeightProcessing, WeightProperties
 
 ReturnType = Literal["logits", "loss", "both"] | None
-TextOrTokens = str | list[str] | Int[Tensor, "batch pos"] | Int[Tensor, "pos"]
+TextOrTokens = str | list[str] | Int[Tensor, "batch pos"] | Int[Tensor, " pos"]
 
 
-class HookedTransformer(WeightProperties, HookedRootModule):
+class Output(NamedTuple):
+    """`return_type="both"`: the logits and the loss (TransformerLens's `Output`)."""
+
+    logits: Float[Tensor, "batch pos d_vocab"]
+    loss: Tensor
+
+
+class HookedTransformer(
+    TokenizationMethods,
+    WeightProperties,
+    WeightProcessing,
+    HookFlags,
+    DeviceMethods,
+    HookedRootModule,
+):
     """A decoder-only transformer in which every activation passes a named `HookPoint`.
 
     Build a fresh random model with `HookedTransformer(ModelConfig(...))`, or load one
-    with `HookedTransformer.from_pretrained(name_or_folder)`.
+    with `HookedTransformer.from_pretrained(name_or_folder)`. Without a `tokenizer`, one
+    is loaded from `cfg.tokenizer_name` when that is set (offline: a local folder, a
+    shipped model, or a Hugging Face id already downloaded).
     """
 
     def __init__(
         self,
-        cfg: ModelConfig,
+        cfg: ModelConfig | dict[str, Any],
         tokenizer: Any = None,
         move_to_device: bool = True,
-        default_padding_side: tok.PaddingSide = "right",
+        default_padding_side: tok.PaddingSide | None = None,
     ) -> None:
         super().__init__()
+        if isinstance(cfg, dict):  # as TransformerLens, which unwraps a dict of fields
+            try:
+                cfg = ModelConfig.from_dict(cfg)
+            except TypeError as error:
+                raise ConfigError(f"Cannot build a ModelConfig from this dict: {error}") from error
         if not isinstance(cfg, ModelConfig):
             raise ConfigError(
-                f"HookedTransformer takes a ModelConfig, got {type(cfg).__name__}; for a dict "
-                "use HookedTransformer(ModelConfig(**d))."
+                f"HookedTransformer takes a ModelConfig (or a dict of its fields), got "
+                f"{type(cfg).__name__}. To load a pretrained model, use "
+                "HookedTransformer.from_pretrained()."
             )
-        if cfg.d_vocab == -1:
-            if tokenizer is None:
-                raise ConfigError("d_vocab is not set and there is no tokenizer to take it from.")
-            cfg = cfg.replace(d_vocab=len(tokenizer), d_vocab_out=len(tokenizer))
         self.cfg = cfg
-        self.tokenizer = tokenizer
-        self.default_padding_side = default_padding_side
+        self.tokenizer = None
+        if tokenizer is None and cfg.tokenizer_name is not None and not _on_meta_device():
+            # As TransformerLens, which only warns for names it cannot load; a model
+            # built on the meta device is a shape probe or a loader's shell: no tokenizer.
+            try:
+                tokenizer = tok.load_tokenizer(cfg.tokenizer_name)
+            except InputError as error:
+                logging.warning("No tokenizer: %s", error)
+        if tokenizer is not None:
+            self.set_tokenizer(tokenizer, default_padding_side=default_padding_side)
+        elif cfg.d_vocab == -1:
+            raise ConfigError("d_vocab is not set and there is no tokenizer to take it from.")
+        elif default_padding_side is not None:
+            logging.warning(
+                "default_padding_side is explicitly given but ignored because tokenizer is not set."
+            )
+        cfg = self.cfg
         self.embed = Embed(cfg)
         self.hook_embed = HookPoint()  # [batch, pos, d_model]
         if cfg.positional_embedding_type in ("standard", "shortformer"):
@@ -72,11 +115,12 @@ class HookedTransformer(WeightProperties, HookedRootModule):
         self.blocks = nn.ModuleList(TransformerBlock(cfg, layer) for layer in range(cfg.n_layers))
         self.ln_final = make_final_norm(cfg)
         self.unembed = Unembed(cfg)
+        self.dataset = None  # sample_datapoint's data: set it to a list of {"text": ...}
         self._set_optional_hooks()
         if cfg.init_weights:
             self.init_weights()
         if move_to_device and cfg.device is not None:
-            self.to(cfg.device)
+            self.move_model_modules_to_device()
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -88,69 +132,204 @@ class HookedTransformer(WeightProperties, HookedRootModule):
         padding_side: tok.PaddingSide | None = None,
         start_at_layer: int | None = None,
         tokens: Int[Tensor, "batch pos"] | None = None,
-        attention_mask: Int[Tensor, "batch pos"] | None = None,
+        shortformer_pos_embed: Float[Tensor, "batch pos d_model"] | None = None,
+        attention_mask: Int[Tensor, "batch mask_pos"] | None = None,
         stop_at_layer: int | None = None,
-        past_kv_cache: KeyValueCache | None = None,
+        past_kv_cache: TransformerLensKeyValueCache | None = None,
     ) -> Any:
-        """Run the model.
+        """Run the model (TransformerLens's arguments and meanings).
 
         Args:
             input: a string, a list of strings (padded, see `to_tokens`), token ids
                 `[batch, pos]` or `[pos]`; or, with `start_at_layer`, the residual
                 stream `[batch, pos, d_model]` entering that layer.
             return_type: "logits" `[batch, pos, d_vocab_out]`, "loss" (mean next-token
-                loss, or `[batch, pos-1]` with `loss_per_token`), "both" (logits, loss),
-                or None.
-            attention_mask: `[batch, pos]`, 1 for real tokens and 0 for padding (left or
-                right). Computed automatically for lists of strings.
-            stop_at_layer: return the residual stream entering this block instead.
-            past_kv_cache: a `KeyValueCache` holding earlier positions (generation).
+                loss, or `[batch, pos-1]` with `loss_per_token`), "both" (an `Output`
+                of logits and loss), or None.
+            start_at_layer: run blocks `[start_at_layer:stop_at_layer]` (Python slice
+                semantics, so negative layers count from the end) on the residual
+                stream `input`. A loss then needs `tokens`.
+            shortformer_pos_embed: only for shortformer models: the positional embedding
+                added to the queries' and keys' inputs (computed when not given).
+            attention_mask: `[batch, pos]`, 1 for real tokens and 0 for padding. With
+                `past_kv_cache` it covers only the new positions (the cache's mask is
+                prepended), except after `start_at_layer`, where it must cover the
+                cached ones too, as in TransformerLens.
+            stop_at_layer: return the residual stream entering this block instead
+                (exclusive; negative counts from the end).
+            past_kv_cache: a `TransformerLensKeyValueCache` holding earlier positions;
+                the new keys, values and mask are appended unless it is frozen.
         """
+        shortformer = self.cfg.positional_embedding_type == "shortformer"
+        if shortformer_pos_embed is not None and not shortformer:
+            raise InputError(
+                "shortformer_pos_embed is for shortformer models; this model's "
+                f"positional_embedding_type is {self.cfg.positional_embedding_type!r}."
+            )
         if start_at_layer is None:
-            tokens, attention_mask = self._prepare_tokens(
-                input, prepend_bos, padding_side, attention_mask
+            residual, tokens, shortformer_pos_embed, attention_mask = self.input_to_embed(
+                input, prepend_bos, padding_side, attention_mask, past_kv_cache
             )
-            residual, context = self._embed_input(tokens, attention_mask, past_kv_cache)
+            start_at_layer = 0
         else:
+            if not isinstance(input, Tensor) or not input.is_floating_point():
+                raise InputError(
+                    "With start_at_layer, input is the residual stream [batch, pos, d_model] "
+                    "entering that layer (a float tensor)."
+                )
             residual = input
-            context = self._context(
-                residual.shape[:2], attention_mask, past_kv_cache, residual.device
-            )
-            if self.cfg.positional_embedding_type == "shortformer":
-                context.shortformer_pos_embed = self.pos_embed(None, positions=context.positions)
-        start = start_at_layer or 0
-        for offset, block in enumerate(self.blocks[start:stop_at_layer]):
-            entry = None if past_kv_cache is None else past_kv_cache[start + offset]
+        layers = list(enumerate(self.blocks))[start_at_layer:stop_at_layer]
+        n_past = 0
+        if past_kv_cache is not None:
+            n_past = past_kv_cache[layers[0][0] if layers else 0].past_keys.shape[1]
+        context = self._context(residual.shape[:2], attention_mask, n_past, residual.device)
+        if shortformer:
+            # Positions are added to the queries' and keys' inputs only. After start_at_layer
+            # without shortformer_pos_embed they are computed from the pass's positions.
+            if shortformer_pos_embed is None:
+                shortformer_pos_embed = self.pos_embed(context.positions, positions=context.positions)
+            context.shortformer_pos_embed = shortformer_pos_embed
+        for layer, block in layers:
+            entry = None if past_kv_cache is None else past_kv_cache[layer]
             residual = block(residual, context, entry)
         if stop_at_layer is not None:
             return residual
-        logits = self.unembed(self.ln_final(residual))
         if return_type is None:
             return None
+        logits = self.unembed(self.ln_final(residual))
         if return_type == "logits":
             return logits
+        if return_type not in ("loss", "both"):
+            raise InputError(
+                f"return_type must be 'logits', 'loss', 'both' or None, got {return_type!r}."
+            )
         if tokens is None:
             raise InputError("A loss needs the input tokens: pass tokens=... with start_at_layer.")
-        loss = utils.lm_cross_entropy_loss(logits, tokens, attention_mask, per_token=loss_per_token)
-        if return_type == "loss":
-            return loss
-        if return_type == "both":
-            return logits, loss
-        raise InputError(
-            f"return_type must be 'logits', 'loss', 'both' or None, got {return_type!r}."
+        loss = self.loss_fn(logits, tokens, attention_mask, per_token=loss_per_token)
+        return loss if return_type == "loss" else Output(logits, loss)
+
+    def loss_fn(
+        self,
+        logits: Float[Tensor, "batch pos d_vocab"],
+        tokens: Int[Tensor, "batch pos"],
+        attention_mask: Int[Tensor, "batch pos"] | None = None,
+        per_token: bool = False,
+    ) -> Float[Tensor, ""] | Float[Tensor, "batch pos_minus_1"]:
+        """Next-token cross-entropy (`utils.lm_cross_entropy_loss`), as in `forward`."""
+        if attention_mask is not None and attention_mask.shape != tokens.shape:
+            raise InputError(
+                f"attention_mask must have the same shape as tokens, got "
+                f"{tuple(attention_mask.shape)} and {tuple(tokens.shape)}."
+            )
+        return utils.lm_cross_entropy_loss(
+            logits, tokens.to(logits.device), attention_mask, per_token
         )
 
-    def _prepare_tokens(self, input, prepend_bos, padding_side, attention_mask):
+    def input_to_embed(
+        self,
+        input: TextOrTokens,
+        prepend_bos: bool | None = None,
+        padding_side: tok.PaddingSide | None = None,
+        attention_mask: Int[Tensor, "batch pos"] | None = None,
+        past_kv_cache: TransformerLensKeyValueCache | None = None,
+    ) -> tuple[
+        Float[Tensor, "batch pos d_model"],
+        Int[Tensor, "batch pos"],
+        Float[Tensor, "batch pos d_model"] | None,
+        Int[Tensor, "batch mask_pos"] | None,
+    ]:
+        """The residual stream entering block 0, as TransformerLens: returns
+        `(residual, tokens, shortformer_pos_embed, attention_mask)`.
+
+        The attention mask is None unless it is needed: when one is given, with a
+        `past_kv_cache` (then it is appended to the cache's and covers every position),
+        or when padding is on the left (then it is computed from the pad tokens, see
+        `tokenization.get_attention_mask`). A batch of strings that was padded always
+        gets the tokenizer's mask.
+        """
+        string_mask = None
         if isinstance(input, str | list):
-            if isinstance(input, str) and input == "":
+            if input == "":
                 raise InputError(
                     "The input string is empty. To run the model on the BOS token alone, pass "
                     "model.to_tokens('') (token ids) instead."
                 )
-            tokens, mask = self._tokenize(input, prepend_bos, padding_side, truncate=False)
-            return tokens, (
-                mask if attention_mask is None and (mask == 0).any() else attention_mask
-            )
+            tokens, string_mask = self._tokens_and_mask(input, prepend_bos, padding_side)
+        else:
+            tokens = self._token_tensor(input)
+        n_past = 0 if past_kv_cache is None else past_kv_cache[0].past_keys.shape[1]
+        self._check_tokens(tokens, n_past)
+        if attention_mask is None and string_mask is not None and bool((string_mask == 0).any()):
+            attention_mask = string_mask
+        side = padding_side or self.padding_side
+        if (self.tokenizer is not None and side == "left") or (
+            attention_mask is not None or past_kv_cache is not None
+        ):
+            if attention_mask is None:
+                bos = self.cfg.default_prepend_bos if prepend_bos is None else prepend_bos
+                attention_mask = tok.get_attention_mask(self.tokenizer, tokens, bos, side)
+            if attention_mask.shape != tokens.shape:
+                raise InputError(
+                    f"attention_mask has shape {tuple(attention_mask.shape)}, but the tokens "
+                    f"have shape {tuple(tokens.shape)}."
+                )
+            attention_mask = attention_mask.to(tokens.device)
+            if past_kv_cache is not None:
+                attention_mask = past_kv_cache.append_attention_mask(attention_mask)
+        else:
+            attention_mask = None
+        tokens = self.hook_tokens(tokens)
+        embed = self.hook_embed(self.embed(tokens))
+        residual, shortformer_pos_embed = self.get_residual(
+            embed, n_past, attention_mask=attention_mask
+        )
+        return residual, tokens, shortformer_pos_embed, attention_mask
+
+    def get_residual(
+        self,
+        embed: Float[Tensor, "batch pos d_model"],
+        pos_offset: int,
+        prepend_bos: bool | None = None,
+        attention_mask: Int[Tensor, "batch offset_pos"] | None = None,
+        tokens: Int[Tensor, "batch pos"] | None = None,
+        return_shortformer_pos_embed: bool = True,
+        device: torch.device | str | None = None,
+    ):
+        """`embed` plus the positional embedding of positions `pos_offset, ...` (counting
+        only real tokens when `attention_mask`, which covers the cached positions too, is
+        given). Returns `(residual, shortformer_pos_embed)` (the latter None except for
+        shortformer models, whose residual has no positions), or only the residual."""
+        residual = embed
+        if hasattr(self, "pos_embed"):
+            q_len = embed.shape[1]
+            if attention_mask is None:
+                positions = torch.arange(pos_offset, pos_offset + q_len, device=embed.device)
+                positions = positions.expand(embed.shape[0], -1)
+            else:
+                positions = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)[:, -q_len:]
+            positions = positions.to(embed.device)
+            pos_embed = self.pos_embed(positions, positions=positions)
+            if attention_mask is not None:  # padding gets no position, as in TransformerLens
+                pos_embed = pos_embed * attention_mask[:, -q_len:, None].to(pos_embed)
+            pos_embed = self.hook_pos_embed(pos_embed)
+            if self.cfg.positional_embedding_type == "shortformer":
+                # Added to queries and keys only (TransformerLens's shortformer).
+                return (residual, pos_embed) if return_shortformer_pos_embed else residual
+            residual = embed + pos_embed
+        return (residual, None) if return_shortformer_pos_embed else residual
+
+    def get_pos_offset(
+        self, past_kv_cache: TransformerLensKeyValueCache | None, batch_size: int
+    ) -> int:
+        """How many positions `past_kv_cache` holds (0 without one)."""
+        if past_kv_cache is None:
+            return 0
+        cached_batch, n_past = past_kv_cache[0].past_keys.shape[:2]
+        if n_past and cached_batch != batch_size:
+            raise InputError(f"The cache holds batch size {cached_batch}, the input {batch_size}.")
+        return n_past
+
+    def _token_tensor(self, input: Any) -> Int[Tensor, "batch pos"]:
         if not isinstance(input, Tensor):
             raise InputError(
                 f"Expected a string, list of strings or token tensor, got {type(input).__name__}."
@@ -161,45 +340,29 @@ class HookedTransformer(WeightProperties, HookedRootModule):
                 f"Token ids must be an integer tensor, got {tokens.dtype}. To feed a residual "
                 "stream, pass start_at_layer=."
             )
-        return tokens.to(self.W_E.device), attention_mask
+        return tokens.to(self.W_E.device)
 
-    def _embed_input(self, tokens, attention_mask, past_kv_cache):
-        self._check_tokens(tokens, 0 if past_kv_cache is None else len(past_kv_cache))
-        context = self._context(tokens.shape, attention_mask, past_kv_cache, tokens.device)
-        tokens = self.hook_tokens(tokens)
-        residual = self.hook_embed(self.embed(tokens))
-        if hasattr(self, "pos_embed"):
-            pos_embed = self.hook_pos_embed(self.pos_embed(tokens, positions=context.positions))
-            if self.cfg.positional_embedding_type == "shortformer":
-                context.shortformer_pos_embed = pos_embed  # added to queries and keys only
-            else:
-                residual = residual + pos_embed
-        return residual, context
-
-    def _context(self, shape, attention_mask, past_kv_cache, device) -> AttentionContext:
-        """Positions and the attention mask for this pass (extending the KV cache's mask)."""
+    def _context(self, shape, attention_mask, n_past: int, device) -> AttentionContext:
+        """Positions and the attention mask for this pass; `attention_mask`, when given,
+        covers the `n_past` cached positions and the new ones."""
         batch, q_len = shape
-        n_past = 0 if past_kv_cache is None else len(past_kv_cache)
-        if past_kv_cache is not None:
-            new_mask = (
-                attention_mask
-                if attention_mask is not None
-                else torch.ones(shape, dtype=torch.long)
+        k_len = n_past + q_len
+        if attention_mask is not None and attention_mask.shape[-1] != k_len:
+            raise InputError(
+                f"attention_mask covers {attention_mask.shape[-1]} positions, but there are "
+                f"{n_past} cached and {q_len} new ones. After start_at_layer with a KV cache, "
+                "pass the mask of every position."
             )
-            attention_mask = past_kv_cache.extend_attention_mask(new_mask.to(device))
         if attention_mask is None or bool(attention_mask.all()):
-            key_positions = torch.arange(n_past + q_len, device=device).expand(batch, -1)
-            mask = None if n_past == 0 else causal_mask(q_len, n_past + q_len, device)
+            key_positions = torch.arange(k_len, device=device).expand(batch, -1)
+            mask = None if n_past == 0 else causal_mask(q_len, k_len, device)
         else:
             attention_mask = attention_mask.to(device)
             # Count only real tokens, so a padded row is embedded as it would be unpadded.
             key_positions = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
-            allowed = (
-                causal_mask(q_len, attention_mask.shape[1], device)
-                & attention_mask.bool()[:, None, None, :]
-            )
+            allowed = causal_mask(q_len, k_len, device) & attention_mask.bool()[:, None, None, :]
             # A padding query sees no real key; letting it see itself keeps softmax finite.
-            mask = allowed | _own_position(q_len, attention_mask.shape[1], device)
+            mask = allowed | _own_position(q_len, k_len, device)
         key_is_real = None if mask is None or attention_mask is None else attention_mask.bool()
         return AttentionContext(mask, key_positions[:, -q_len:], key_positions, key_is_real)
 
@@ -218,95 +381,23 @@ class HookedTransformer(WeightProperties, HookedRootModule):
             bad = low if low < 0 else high
             raise InputError(f"Token id {bad} is out of range for d_vocab={self.cfg.d_vocab}.")
 
-    # ------------------------------------------------------------- tokenization
-    def to_tokens(
-        self,
-        input: str | list[str],
-        prepend_bos: bool | None = None,
-        padding_side: tok.PaddingSide | None = None,
-        move_to_device: bool = True,
-        truncate: bool = True,
-    ) -> Int[Tensor, "batch pos"]:
-        """Token ids `[batch, pos]` for a string or list of strings (see the BOS policy
-        in `lookingglass.model.tokenization`); truncated to `n_ctx` when `truncate`."""
-        tokens, _ = self._tokenize(input, prepend_bos, padding_side, truncate)
-        return tokens.to(self.W_E.device) if move_to_device else tokens
-
-    def _tokenize(self, input, prepend_bos, padding_side, truncate):
-        bos = self.cfg.default_prepend_bos if prepend_bos is None else prepend_bos
-        side = padding_side or self.default_padding_side
-        tokens, mask = tok.tokenize(
-            self.tokenizer, input, bos, side, self.cfg.n_ctx if truncate else None
-        )
-        return tokens.to(self.W_E.device), mask.to(self.W_E.device)
-
-    def to_string(self, tokens: Tensor | list[int]) -> str | list[str]:
-        """Decode token ids to text (a list of strings for a 2-D tensor)."""
-        return tok.to_string(self.tokenizer, tokens)
-
-    def to_str_tokens(
-        self, input: str | Tensor | list, prepend_bos: bool | None = None, padding_side=None
-    ) -> list[str] | list[list[str]]:
-        """Each token as a string: for a string, a 1-D or a `[1, pos]` tensor a list; for a
-        list of strings or a `[batch, pos]` tensor a list of lists."""
-        if isinstance(input, list) and input and isinstance(input[0], str):
-            return [self.to_str_tokens(s, prepend_bos, padding_side) for s in input]
-        if isinstance(input, str):
-            tokens = self.to_tokens(input, prepend_bos, padding_side)[0]
-        elif isinstance(input, Tensor):
-            tokens = input[0] if input.dim() == 2 and input.shape[0] == 1 else input
-        else:
-            tokens = torch.tensor(input)
-        return tok.to_str_tokens(self.tokenizer, tokens.cpu())
-
-    def to_single_token(self, string: str) -> int:
-        """The id of a string that is exactly one token."""
-        return tok.to_single_token(self.tokenizer, string)
-
-    def to_single_str_token(self, token: int) -> str:
-        """The string of one token id."""
-        return tok.to_string(self.tokenizer, [token])
-
-    def get_token_position(
-        self,
-        single_token: str | int,
-        input: str | Tensor,
-        mode: Literal["first", "last"] = "first",
-        prepend_bos: bool | None = None,
-        padding_side: tok.PaddingSide | None = None,
-    ) -> int:
-        """Position of `single_token` in `input` (first or last occurrence)."""
-        if mode not in ("first", "last"):
-            raise InputError(f"mode must be 'first' or 'last', got {mode!r}.")
-        tokens = (
-            self.to_tokens(input, prepend_bos, padding_side) if isinstance(input, str) else input
-        )
-        tokens = tokens.reshape(-1) if tokens.dim() == 1 or tokens.shape[0] == 1 else None
-        if tokens is None:
-            raise InputError("get_token_position takes one sequence, not a batch.")
-        token = (
-            self.to_single_token(single_token) if isinstance(single_token, str) else single_token
-        )
-        hits = (tokens == token).nonzero().reshape(-1)
-        if len(hits) == 0:
-            raise InputError(f"Token {single_token!r} does not occur in the input.")
-        return int(hits[0] if mode == "first" else hits[-1])
-
-    def set_tokenizer(
-        self, tokenizer: Any, default_padding_side: tok.PaddingSide = "right"
-    ) -> None:
-        """Attach a Hugging Face tokenizer."""
-        self.tokenizer = tokenizer
-        self.default_padding_side = default_padding_side
-
     # --------------------------------------------------------------- generation
-    def generate(self, input: TextOrTokens = "", max_new_tokens: int = 10, **kwargs: Any):
-        """Sample or greedily decode continuations; see `lookingglass.model.generation`."""
+    def generate(self, input: Any = "", max_new_tokens: int = 10, **kwargs: Any):
+        """Sample or greedily decode continuations, with TransformerLens's arguments; see
+        `lookingglass.model.generation.generate`."""
         from lookingglass.model.generation import generate
 
         return generate(self, input, max_new_tokens, **kwargs)
 
+    def generate_stream(self, input: Any = "", max_new_tokens: int = 10, **kwargs: Any):
+        """Like `generate`, yielding token ids as they are produced; see
+        `lookingglass.model.generation.generate_stream`."""
+        from lookingglass.model.generation import generate_stream
+
+        return generate_stream(self, input, max_new_tokens, **kwargs)
+
     # ------------------------------------------------------------------ weights
+    @torch.no_grad()
     def init_weights(self) -> None:
         """Draw fresh weights by `cfg.init_mode` ("gpt2": N(0, init_range)); biases 0,
         norms 1. See `lookingglass.model.initialization`."""
@@ -326,32 +417,12 @@ class HookedTransformer(WeightProperties, HookedRootModule):
     def load_state_dict(
         self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
     ):
+        """Load weights; a TransformerLens state dict loads too (its attention mask and
+        constant buffers, which are not weights, are skipped)."""
+        state_dict = {k: v for k, v in state_dict.items() if not k.endswith(_TL_BUFFERS)}
         result = super().load_state_dict(state_dict, strict=strict, assign=assign)
         self.relayout_parameters()
         return result
-
-    # --------------------------------------------------------------- hook flags
-    def set_use_attn_result(self, use: bool) -> None:
-        """Add or remove `attn.hook_result` (each head's output, `[batch pos head d_model]`)."""
-        self._set_flag(use_attn_result=use)
-
-    def set_use_split_qkv_input(self, use: bool) -> None:
-        """Add or remove `hook_q/k/v_input` (the block's input before ln1, per head)."""
-        self._set_flag(use_split_qkv_input=use)
-
-    def set_use_hook_mlp_in(self, use: bool) -> None:
-        """Add or remove `hook_mlp_in` (the MLP's input before its norm)."""
-        self._set_flag(use_hook_mlp_in=use)
-
-    def set_use_attn_in(self, use: bool) -> None:
-        """Add or remove `hook_attn_in` (the block's input before ln1, per head)."""
-        self._set_flag(use_attn_in=use)
-
-    def _set_flag(self, **flag: bool) -> None:
-        self.cfg = self.cfg.replace(**flag)
-        for block in self.blocks:
-            block.set_hook_options(self.cfg)
-        self._set_optional_hooks()
 
     def _set_optional_hooks(self) -> None:
         self.hook_tokens = HookPoint() if self.cfg.use_hook_tokens else nn.Identity()
@@ -361,22 +432,49 @@ class HookedTransformer(WeightProperties, HookedRootModule):
         """Labels `L{layer}H{head}` for every head, layer-major."""
         return [f"L{l}H{h}" for l in range(self.cfg.n_layers) for h in range(self.cfg.n_heads)]
 
+    @property
+    def n_params_total(self) -> int:
+        """Every parameter counted (embeddings, biases and norms too)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def sample_datapoint(
+        self,
+        tokenize: bool = False,
+        prepend_bos: bool | None = None,
+        padding_side: tok.PaddingSide | None = None,
+    ) -> str | Int[Tensor, "1 pos"]:
+        """A random text from `self.dataset` (rows with a "text" field), or its tokens.
+        TransformerLens downloads a sample of the training data; we never download, so
+        set `model.dataset` first."""
+        if self.dataset is None:
+            raise InputError(
+                "model.dataset is None: set it to a dataset or list of {'text': ...} rows "
+                "(lookingglass does not download training data)."
+            )
+        index = int(torch.randint(len(self.dataset), ()).item())
+        text = self.dataset[index]["text"]
+        if not tokenize:
+            return text
+        return self.to_tokens(
+            text, prepend_bos=prepend_bos, padding_side=padding_side, truncate=True
+        )
+
     # ------------------------------------------------------ loading and saving
     @classmethod
     def from_pretrained(cls, model_name: str | Path, **kwargs: Any) -> HookedTransformer:
         """Load a checkpoint by name (registry alias, hub id) or local folder, with
-        TransformerLens's default weight processing. See `lookingglass.loading`."""
-        from lookingglass.loading.pretrained import from_pretrained
+        TransformerLens's default weight processing and keyword arguments. See
+        `lookingglass.loading.pretrained.from_pretrained` and, for TransformerLens's
+        other arguments, `lookingglass.model.pretrained_args`."""
+        from lookingglass.model.pretrained_args import load_with_tl_arguments
 
-        return from_pretrained(model_name, **kwargs)
+        return load_with_tl_arguments(model_name, **kwargs)
 
     @classmethod
     def from_pretrained_no_processing(
         cls, model_name: str | Path, **kwargs: Any
     ) -> HookedTransformer:
         """Load a checkpoint with no weight processing: the raw Hugging Face numbers."""
-        from lookingglass.loading.pretrained import from_pretrained
-
         processing = dict(
             fold_ln=False,
             center_writing_weights=False,
@@ -384,7 +482,7 @@ class HookedTransformer(WeightProperties, HookedRootModule):
             fold_value_biases=False,
             refactor_factored_attn_matrices=False,
         )
-        return from_pretrained(model_name, **{**processing, **kwargs})
+        return cls.from_pretrained(model_name, **{**processing, **kwargs})
 
     def save_pretrained(self, folder: str | Path) -> Path:
         """Save config, weights (safetensors) and tokenizer in lookingglass's own format."""
@@ -397,6 +495,11 @@ class HookedTransformer(WeightProperties, HookedRootModule):
         from lookingglass.loading.hf_export import to_hf
 
         return to_hf(self)
+
+
+def _on_meta_device() -> bool:
+    """True inside `with torch.device("meta")` (tensors are created without memory)."""
+    return torch.empty(0).device.type == "meta"
 
 
 def _own_position(q_len: int, k_len: int, device) -> Tensor:

@@ -199,12 +199,13 @@ def test_batch_of_strings_is_left_padded_and_each_row_equals_its_own_run(pair):
             kv[i, prompt_width - n_prompt : prompt_width].tolist()
             == model.to_tokens(prompt)[0].tolist()
         )
-        assert texts[i] == model.to_string(alone[0])
-    assert _greedy(model, prompts[1], n=4) == model.to_string(
-        _greedy(model, model.to_tokens(prompts[1]), n=4)[0]
+        # As TransformerLens: text is decoded without special tokens (BOS, padding).
+        assert texts[i] == model.tokenizer.decode(alone[0], skip_special_tokens=True)
+    assert _greedy(model, prompts[1], n=4) == model.tokenizer.decode(
+        _greedy(model, model.to_tokens(prompts[1]), n=4)[0], skip_special_tokens=True
     )
-    with pytest.raises(InputError, match="left"):
-        _greedy(model, prompts, padding_side="right")
+    # As TransformerLens: a batch of strings is always padded on the left.
+    assert _greedy(model, prompts, n=10, padding_side="right") == texts
 
 
 # ------------------------------------------------------------------------- sampling
