@@ -46,17 +46,19 @@ from lookingglass.HookedRootModule import HookedRootModule
 from lookingglass.HookedTransformer import HookedTransformer
 from lookingglass.hooks import HookPoint
 from lookingglass.loading.registry import list_models
-from lookingglass.model import HookedTransformerKeyValueCache, KeyValueCache
+from lookingglass.model import (
+    HookedTransformerKeyValueCache,
+    KeyValueCache,
+    Output,
+    TransformerLensKeyValueCache,
+    TransformerLensKeyValueCacheEntry,
+)
 from lookingglass.model.encoder import HookedEncoder
-from lookingglass.model.kv_cache import KeyValueCacheEntry
 from lookingglass.model.next_sentence import BertNextSentencePrediction
 from lookingglass.SVDInterpreter import SVDInterpreter
 
 __version__ = "0.1.0"
 
-# TransformerLens 3.9 names under ours.
-TransformerLensKeyValueCache = KeyValueCache
-TransformerLensKeyValueCacheEntry = KeyValueCacheEntry
 
 # TransformerLens top-level names lookingglass does not provide (yet), and what to use.
 _NOT_PROVIDED = {
@@ -104,6 +106,7 @@ __all__ = [
     "LookingGlassError",
     "ModelConfig",
     "NotSupportedError",
+    "Output",
     "SVDInterpreter",
     "TransformerLensKeyValueCache",
     "TransformerLensKeyValueCacheEntry",

@@ -26,8 +26,8 @@ from lookingglass import utils
 from lookingglass.config import ModelConfig
 from lookingglass.errors import ConfigError, InputError
 from lookingglass.hooks import HookedRootModule, HookPoint
-from lookingglass.model import tokenization as tok
 from lookingglass.model import initialization
+from lookingglass.model import tokenization as tok
 from lookingglass.model.attention import (
     Attention,
     AttentionContext,
@@ -187,7 +187,8 @@ class HookedTransformer(
             # Positions are added to the queries' and keys' inputs only. After start_at_layer
             # without shortformer_pos_embed they are computed from the pass's positions.
             if shortformer_pos_embed is None:
-                shortformer_pos_embed = self.pos_embed(context.positions, positions=context.positions)
+                positions = context.positions
+                shortformer_pos_embed = self.pos_embed(positions, positions=positions)
             context.shortformer_pos_embed = shortformer_pos_embed
         for layer, block in layers:
             entry = None if past_kv_cache is None else past_kv_cache[layer]
