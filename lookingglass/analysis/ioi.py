@@ -5,12 +5,13 @@ For each prompt (see `ioi_prompts`) the model's logit difference at the last pos
     logit_diff = logits[-1, IO] - logits[-1, S],
 
 and its direct logit attribution (DLA) to every component that writes to the residual
-stream: each attention head, each MLP layer, the token embedding and the accumulated
-output biases (`ActivationCache.get_full_resid_decomposition`). Each component's write at
-the last position is divided by the final norm's cached scale (as
-`ActivationCache.apply_ln_to_stack` does, TransformerLens's convention) and projected on
-the IO - S unembedding direction (`logit_attrs`). With the norm's weights folded into
-W_U (the default processing) the components sum to the logit difference exactly.
+stream: each attention head, each MLP layer, the token (and position) embedding and the
+accumulated output biases (`ActivationCache.get_full_resid_decomposition`), plus the
+unembedding's own bias b_U. Each component's write at the last position is divided by
+the final norm's cached scale (as `ActivationCache.apply_ln_to_stack` does,
+TransformerLens's convention) and projected on the IO - S unembedding direction
+(`logit_attrs`). With the norm's weights folded into
+W_U and b_U (the default processing) the components sum to the logit difference exactly.
 
 Prompts are run in groups of equal token length, so no padding enters any number, and
 only the last position's activations are cached.
@@ -40,8 +41,8 @@ class IOIAttribution:
         logit_diff: `[prompt]` the model's logit(IO) - logit(S) at the last position.
         head_dla: `[prompt, n_layers, n_heads]` each head's direct attribution to it.
         other_dla: `[prompt, component]` the other components (labels in `other_labels`:
-            "{l}_mlp_out", "embed", "bias", ...); `head_dla` and `other_dla` of a prompt
-            sum to its `logit_diff`.
+            "{l}_mlp_out", "embed", "bias", ..., and "b_U": b_U[IO] - b_U[S]);
+            `head_dla` and `other_dla` of a prompt sum to its `logit_diff`.
         other_labels: names of the `other_dla` columns.
     """
 
@@ -100,7 +101,9 @@ def ioi_attribution(
         stack, labels = cache.get_full_resid_decomposition(
             layer=-1, expand_neurons=False, pos_slice=-1, return_labels=True
         )
-        attrs = cache.logit_attrs(stack, io, s, pos_slice=-1).float().cpu()  # [comp, batch]
+        attrs = cache.logit_attrs(stack, io, s, pos_slice=-1)  # [component, batch]
+        b_u = model.b_U[io] - model.b_U[s]  # the unembedding's bias, outside the stream
+        attrs = torch.cat([attrs, b_u[None].to(attrs.dtype)]).float().cpu()
         n_head_rows = n_layers * n_heads
         head_dla[indices] = attrs[:n_head_rows].T.reshape(len(indices), n_layers, n_heads)
         if other_dla is None:
@@ -108,5 +111,5 @@ def ioi_attribution(
         other_dla[indices] = attrs[n_head_rows:].T
     assert other_dla is not None
     return IOIAttribution(
-        io_tokens, s_tokens, logit_diff, head_dla, other_dla, labels[n_layers * n_heads :]
+        io_tokens, s_tokens, logit_diff, head_dla, other_dla, [*labels[n_layers * n_heads :], "b_U"]
     )

@@ -205,6 +205,31 @@ def test_attribution_over_all_components_sums_to_hugging_faces_logit_difference(
         torch.testing.assert_close(total, hf_ioi[name][0], atol=2e-3, rtol=1e-4, msg=name)
 
 
+def test_attribution_sums_to_the_logit_difference_with_layernorm_and_unembed_bias():
+    """The same decomposition on a GPT-2-style model (LayerNorm, learned positions, b_U
+    after folding), against Hugging Face's GPT-2 on the exported weights."""
+    from lookingglass.analysis.ioi import ioi_attribution
+    from lookingglass.analysis.ioi_prompts import ioi_prompts
+    from lookingglass.loading.hf_export import to_hf
+
+    model = HookedTransformer.from_pretrained("lookingglass-mlp4")
+    hf = to_hf(model).eval()
+    prompts = ioi_prompts(model.tokenizer, pairs_per_template=1)[:8]
+    io, s = [p.io for p in prompts], [p.s for p in prompts]
+    result = ioi_attribution(model, [p.text for p in prompts], io, s)
+    assert result.other_labels[-1] == "b_U" and "pos_embed" in result.other_labels
+    expected = []
+    with torch.no_grad():
+        for prompt in prompts:
+            logits = hf(model.to_tokens(prompt.text)).logits[0, -1]
+            io_id, s_id = (model.to_single_token(" " + n) for n in (prompt.io, prompt.s))
+            expected.append(logits[io_id] - logits[s_id])
+    expected = torch.stack(expected)
+    torch.testing.assert_close(result.logit_diff, expected, atol=1e-4, rtol=1e-4)
+    total = result.head_dla.sum((1, 2)) + result.other_dla.sum(1)
+    torch.testing.assert_close(total, expected, atol=1e-4, rtol=1e-4)
+
+
 def test_demo_cli_on_smollm2_reports_what_it_measured(smollm2, tmp_path):
     out = tmp_path / "demo.html"
     root = str(Path(lookingglass.__file__).parents[1])  # run this checkout's code
