@@ -307,7 +307,11 @@ def _print_ioi(ioi: IOIFindings) -> None:
 
 
 def _print_lens(model, lens, text: str, target: int | None) -> None:
-    what = f", rank and probability of {model.to_single_str_token(target)!r}" if target else ""
+    what = (
+        f", rank and probability of {model.to_single_str_token(target)!r}"
+        if target is not None
+        else ""
+    )
     print(f"logit lens on {text!r} (last position: top token by layer{what}):")
     n = len(lens.labels)
     for i in sorted({*range(0, n, max(1, n // 6)), *range(max(0, n - 4), n)}):
