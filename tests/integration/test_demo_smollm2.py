@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import subprocess
 import sys
 import time
@@ -239,6 +240,7 @@ def test_demo_cli_on_smollm2_reports_what_it_measured(smollm2, tmp_path):
         "TRANSFORMERS_OFFLINE": "1",
         "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]),
     }
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-m", "lookingglass.cli", "demo", *CLI_MODEL_ARGS, "--out", str(out)],
@@ -250,7 +252,9 @@ def test_demo_cli_on_smollm2_reports_what_it_measured(smollm2, tmp_path):
         check=False,
     )
     elapsed = time.perf_counter() - started
-    print(f"lookingglass demo on SmolLM2-135M: {elapsed:.1f} s wall")
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = sum(getattr(cpu_after, f) - getattr(cpu_before, f) for f in ("ru_utime", "ru_stime"))
+    print(f"lookingglass demo on SmolLM2-135M: {elapsed:.1f} s wall, {cpu:.1f} CPU-seconds")
     assert result.returncode == 0, result.stderr
     stdout = result.stdout
     heads = re.findall(r"^\s+(L\d+H\d+)\s+induction (\d\.\d\d)", stdout, flags=re.M)
