@@ -67,8 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     info = sub.add_parser("info", help="versions, device and known models")
     info.set_defaults(func=_info)
-    demo = sub.add_parser("demo", help="look inside the shipped default model")
-    demo.add_argument("--model", default="lookingglass-attn2")
+    from lookingglass.demo import DEFAULT_MODEL
+
+    demo = sub.add_parser("demo", help="look for induction and IOI heads in a real model")
+    demo.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"a model name or folder (default {DEFAULT_MODEL}; toy: lookingglass-attn2)",
+    )
     demo.add_argument("--prompt", default=None)
     demo.add_argument("--out", default="reports/demo.html")
     demo.set_defaults(func=_demo)

@@ -104,7 +104,16 @@ def test_demo_runs_offline_and_writes_a_self_contained_report(tmp_path):
     out = tmp_path / "demo.html"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "lookingglass.cli", "demo", "--out", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "lookingglass.cli",
+            "demo",
+            "--model",
+            "lookingglass-attn2",
+            "--out",
+            str(out),
+        ],
         capture_output=True,
         text=True,
         env=env,
