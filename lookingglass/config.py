@@ -1,9 +1,13 @@
-"""`ModelConfig`: the one frozen description of a model's architecture.
+"""`ModelConfig`: the one description of a model's architecture.
 
 Field names are TransformerLens's `HookedTransformerConfig` names wherever the concept is
-the same, so configs written for TransformerLens carry over. Architecture differences are
-config fields read once, when the model is built; derived fields are filled in
-`__post_init__`, and every bad value is reported with the field's name.
+the same, so configs written for TransformerLens carry over: every TransformerLens 3.9
+field is accepted with its default and meaning; the few whose non-default values our model
+does not implement raise a `ConfigError` naming the field (see `config_transformerlens`).
+Architecture differences are config fields read once, when the model is built; derived
+fields are filled in `__post_init__`, and every bad value is reported with the field's
+name. Like TransformerLens's dataclass, a config is mutable
+(`model.cfg.default_prepend_bos = False`); `replace` gives a validated copy.
 """
 
 from __future__ import annotations
@@ -12,14 +16,20 @@ import dataclasses
 import hashlib
 import json
 import math
+import pprint
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
+from lookingglass.config_transformerlens import resolve_transformerlens_fields
 from lookingglass.errors import ConfigError
 
 ACT_FNS = ("gelu_new", "gelu", "gelu_fast", "gelu_pytorch_tanh", "relu", "silu")
+# TransformerLens activations our MLP does not implement (a ConfigError names them).
+UNIMPLEMENTED_ACT_FNS = ("solu", "solu_ln", "xielu", "relu2")
 NORMALIZATION_TYPES = ("LN", "LNPre", "RMS", "RMSPre", None)
 POSITIONAL_EMBEDDING_TYPES = ("standard", "rotary", "alibi")
 NORM_PLACEMENTS = ("pre", "pre_and_post", "post")
@@ -31,13 +41,14 @@ ROPE_SCALING_KEYS = {
 ATTENTION_SCORE_TYPES = ("dot", "correlation")
 
 
-@dataclass(frozen=True)
+@dataclass
 class ModelConfig:
     """Architecture and numerics of a `HookedTransformer`.
 
-    Required: `n_layers`, `d_model`, `n_ctx`, `d_head`. Everything else has a default
-    or is derived: `n_heads` (d_model // d_head), `d_mlp` (4 * d_model), `d_vocab_out`
-    (d_vocab), `attn_scale` (sqrt(d_head)), `init_range` (0.8 / sqrt(d_model)).
+    Required: `n_layers`, `d_model`, `n_ctx`, `d_head`. Everything else has
+    TransformerLens's default or is derived: `n_heads` (d_model // d_head), `d_mlp`
+    (4 * d_model), `d_vocab_out` (d_vocab), `attn_scale` (sqrt(d_head)), `init_range`
+    (= TransformerLens's `initializer_range`, 0.8 / sqrt(d_model)), `n_params`.
 
     The `use_*` flags switch on optional hook points (as in TransformerLens); they cost
     memory and time only when switched on.
@@ -51,7 +62,7 @@ class ModelConfig:
     d_mlp: int | None = None
     d_vocab: int = -1
     d_vocab_out: int = -1
-    act_fn: str | None = "gelu_new"
+    act_fn: str | None = "relu"
     eps: float = 1e-5
     normalization_type: str | None = "LN"
     attn_only: bool = False
@@ -82,6 +93,7 @@ class ModelConfig:
     use_split_qkv_input: bool = False
     use_hook_mlp_in: bool = False
     use_attn_in: bool = False
+    use_normalized_qkv_input: bool = False
     use_hook_tokens: bool = False
     # Research variants of attention (see model/attention.py and model/scores.py).
     smear_keys: bool = False
@@ -99,8 +111,55 @@ class ModelConfig:
     dtype: torch.dtype = torch.float32
     device: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # TransformerLens 3.9 fields not named above (config_transformerlens.py says how each
+    # is honoured: as a synonym of a field above, as metadata, or refused when non-default).
+    n_params: int | None = None
+    initializer_range: float = -1.0
+    init_mode: str = "gpt2"
+    attention_dir: str = "causal"
+    n_devices: int = 1
+    use_local_attn: bool = False
+    use_normalization_before_and_after: bool = False
+    use_NTK_by_parts_rope: bool = False
+    NTK_by_parts_low_freq_factor: float = 1.0
+    NTK_by_parts_high_freq_factor: float = 4.0
+    NTK_by_parts_factor: float = 8.0
+    NTK_original_ctx_len: int = 8192
+    norm_topk_prob: bool | None = None
+    tokenizer_prepends_bos: bool | None = None
+    from_checkpoint: bool = False
+    checkpoint_index: int | None = None
+    checkpoint_label_type: str | None = None
+    checkpoint_value: int | None = None
+    train_seq_length: int | None = None
+    uses_rms_norm: bool = False
+    layer_norm_folding: bool = False
+    trust_remote_code: bool = False
+    tie_word_embeddings: bool = False
+    relative_attention_max_distance: int | None = None
+    relative_attention_num_buckets: int | None = None
+    decoder_start_token_id: int | None = None
+    final_rms: bool = False
+    clip_qkv: float | None = None
+    use_logn_attn: bool = False
+    use_dynamic_ntk_rope: bool = False
+    scale_attn_by_inverse_layer_idx: bool = False
+    rotary_base_local: float | None = None
+    rotary_scaling_factor: float = 1.0
+    load_in_4bit: bool = False
+    quantization_method: str | None = None
+    use_yarn_rope: bool = False
+    yarn_factor: float = 1.0
+    yarn_attention_factor: float = 1.0
+    yarn_beta_fast: float = 32.0
+    yarn_beta_slow: float = 1.0
+    yarn_original_max_position_embeddings: int = 4096
+    yarn_truncate: bool = True
+    yarn_global_attn_only: bool = False
+    use_attention_sinks: bool = False
 
     def __post_init__(self) -> None:
+        resolve_transformerlens_fields(self)
         for name in ("n_layers", "d_model", "n_ctx", "d_head"):
             _check_positive_int(name, getattr(self, name))
         if self.n_heads == -1:
@@ -121,6 +180,11 @@ class ModelConfig:
             if self.d_mlp is None:
                 object.__setattr__(self, "d_mlp", 4 * self.d_model)
             _check_positive_int("d_mlp", self.d_mlp)
+            if self.act_fn in UNIMPLEMENTED_ACT_FNS:
+                raise ConfigError(
+                    f"act_fn={self.act_fn!r} is a TransformerLens activation lookingglass's MLP "
+                    f"does not implement yet; choose one of {list(ACT_FNS)}."
+                )
             _check_choice("act_fn", self.act_fn, ACT_FNS)
         _check_choice("normalization_type", self.normalization_type, NORMALIZATION_TYPES)
         _check_choice(
@@ -150,6 +214,14 @@ class ModelConfig:
             object.__setattr__(self, "dtype", _dtype_from_str(self.dtype))
         if self.eps <= 0:
             raise ConfigError(f"eps must be positive, got {self.eps}.")
+        if self.default_prepend_bos not in (True, False):
+            raise ConfigError(
+                f"default_prepend_bos must be True or False, got {self.default_prepend_bos!r}."
+            )
+        self.initializer_range = self.init_range
+        self.n_params = self._count_params()
+        if self.seed is not None:
+            self.set_seed_everywhere(self.seed)
 
     def _validate_variants(self) -> None:
         if self.positional_embedding_type == "rotary":
@@ -207,13 +279,38 @@ class ModelConfig:
         """Number of key/value heads (n_heads unless grouped-query attention)."""
         return self.n_key_value_heads or self.n_heads
 
-    @property
-    def n_params(self) -> int:
-        """Number of parameters in the attention and MLP weights (as TransformerLens counts)."""
+    def _count_params(self) -> int:
+        """TransformerLens's `n_params`: the attention and MLP weight matrices only (no
+        embeddings, biases or norms): 4 * n_heads * d_model * d_head per layer, plus
+        d_model * d_mlp * (2, or 3 when gated) per MLP, and for a mixture of experts
+        (that + d_model) * num_experts (the router counted once per expert, as theirs)."""
         per_layer = 4 * self.n_heads * self.d_model * self.d_head
         if not self.attn_only:
-            per_layer += 2 * self.d_model * (self.d_mlp or 0)
+            mlp = self.d_model * self.d_mlp * (2 + self.gated_mlp)
+            if self.num_experts:
+                mlp = (mlp + self.d_model) * self.num_experts
+            per_layer += mlp
         return per_layer * self.n_layers
+
+    @staticmethod
+    def set_seed_everywhere(seed: int) -> None:
+        """Seed torch, Python's `random` and numpy (TransformerLens calls this in
+        `__post_init__` when `seed` is set; so do we)."""
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed)
+
+    def is_layer_norm_activation(self) -> bool:
+        """Whether the activation has a LayerNorm after it ("solu_ln")."""
+        return self.act_fn is not None and self.act_fn.endswith("_ln")
+
+    @classmethod
+    def unwrap(cls, config: dict[str, Any] | ModelConfig) -> ModelConfig:
+        """A config from a config or a dict of fields (TransformerLens's `unwrap`)."""
+        return cls.from_dict(config) if isinstance(config, dict) else config
+
+    def __repr__(self) -> str:
+        return "HookedTransformerConfig:\n" + pprint.pformat(self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serializable dict (dtype as a string) that `from_dict` reads back."""
@@ -253,6 +350,8 @@ class ModelConfig:
         data = self.to_dict()
         data.pop("device", None)
         data.pop("dtype", None)
+        for name in _HASH_IGNORED:  # derived, or TransformerLens-only metadata
+            data.pop(name, None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -266,7 +365,67 @@ _DERIVED: dict[str, Any] = {
     "attn_scale": -1.0,
     "init_range": -1.0,
     "rotary_dim": None,
+    "n_params": None,
+    "initializer_range": -1.0,
+    "norm_topk_prob": None,
+    # TransformerLens synonyms, derived from our fields (config_transformerlens.py).
+    "use_local_attn": False,
+    "use_normalization_before_and_after": False,
+    "use_NTK_by_parts_rope": False,
+    "NTK_by_parts_low_freq_factor": 1.0,
+    "NTK_by_parts_high_freq_factor": 4.0,
+    "NTK_by_parts_factor": 8.0,
+    "NTK_original_ctx_len": 8192,
+    "rotary_scaling_factor": 1.0,
 }
+# Fields left out of `hash()`: derived from others, or synonyms and metadata added for
+# TransformerLens (so adding them did not change the hash of any existing config).
+_HASH_IGNORED = (
+    "n_params",
+    "initializer_range",
+    "init_mode",
+    "attention_dir",
+    "n_devices",
+    "use_local_attn",
+    "use_normalization_before_and_after",
+    "use_NTK_by_parts_rope",
+    "NTK_by_parts_low_freq_factor",
+    "NTK_by_parts_high_freq_factor",
+    "NTK_by_parts_factor",
+    "NTK_original_ctx_len",
+    "norm_topk_prob",
+    "tokenizer_prepends_bos",
+    "from_checkpoint",
+    "checkpoint_index",
+    "checkpoint_label_type",
+    "checkpoint_value",
+    "train_seq_length",
+    "uses_rms_norm",
+    "layer_norm_folding",
+    "trust_remote_code",
+    "tie_word_embeddings",
+    "relative_attention_max_distance",
+    "relative_attention_num_buckets",
+    "decoder_start_token_id",
+    "final_rms",
+    "clip_qkv",
+    "use_logn_attn",
+    "use_dynamic_ntk_rope",
+    "scale_attn_by_inverse_layer_idx",
+    "rotary_base_local",
+    "rotary_scaling_factor",
+    "load_in_4bit",
+    "quantization_method",
+    "use_yarn_rope",
+    "yarn_factor",
+    "yarn_attention_factor",
+    "yarn_beta_fast",
+    "yarn_beta_slow",
+    "yarn_original_max_position_embeddings",
+    "yarn_truncate",
+    "yarn_global_attn_only",
+    "use_attention_sinks",
+)
 
 
 def _check_positive_int(name: str, value: Any) -> None:

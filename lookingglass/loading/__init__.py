@@ -26,6 +26,11 @@ __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'lookingglass.loading' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"lookingglass.loading.{_EXPORTS[name]}"), name)
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"lookingglass.loading.{_EXPORTS[name]}"), name)
+    # `transformer_lens.loading` is TransformerLens's `loading_from_pretrained`: its names
+    # (get_pretrained_model_config, OFFICIAL_MODEL_NAMES, ...) are found here too.
+    compat = importlib.import_module("lookingglass.loading_from_pretrained")
+    if not name.startswith("_") and hasattr(compat, name):
+        return getattr(compat, name)
+    raise AttributeError(f"module 'lookingglass.loading' has no attribute {name!r}")

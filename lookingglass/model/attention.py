@@ -8,8 +8,10 @@
     out      = sum_h z_h @ W_O[h] + b_O               [batch pos d_model]
 
 When nobody hooks `hook_attn_scores` or `hook_pattern` (and scores need no soft-capping
-or ALiBi), `scaled_dot_product_attention` computes z without materializing the pattern:
-the same numbers within float tolerance. `W_Q/W_K/W_V [n_heads, d_model, d_head]` are
+or ALiBi), `scaled_dot_product_attention` computes z without materializing the pattern.
+When they are hooked, the explicit path feeds the hooks and, unless a hook edits them,
+z keeps the fused kernel's numbers, so logits do not depend on which hooks are attached
+(see `exact_paths`). `W_Q/W_K/W_V [n_heads, d_model, d_head]` are
 stored as head-major views of a `[d_model, n_heads, d_head]` buffer so each projection is
 one GEMM with no copy. Grouped-query attention (`GroupedQueryAttention`) keeps the real
 `n_key_value_heads` key/value heads (`_W_K`, `_W_V`), as TransformerLens does.
@@ -25,8 +27,11 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
 from lookingglass.config import ModelConfig
+from lookingglass.errors import ConfigError
 from lookingglass.hooks import HookPoint
+from lookingglass.model.exact_paths import fast_values, through
 from lookingglass.model.key_mixing import make_key_mixer
+from lookingglass.model.layer_config import as_config
 from lookingglass.model.norm import RMSNorm
 from lookingglass.model.positional import Alibi, Rotary
 
@@ -61,14 +66,26 @@ def as_head_major_layout(weight: Tensor) -> Tensor:
 
 
 class Attention(nn.Module):
-    """Causal multi-head attention with TransformerLens's hook points and weight names."""
+    """Causal multi-head attention with TransformerLens's hook points and weight names.
 
-    def __init__(self, cfg: ModelConfig, layer: int) -> None:
+    Built as in TransformerLens: `Attention(cfg, attn_type="global", layer_id=None)`, with
+    `cfg` a `ModelConfig` or a dict of its fields. `attn_type` "local" restricts each
+    query to the last `cfg.window_size` keys; left out, the layer's type comes from the
+    config (`attn_types`, `window_size`).
+    """
+
+    def __init__(
+        self,
+        cfg: ModelConfig | dict,
+        attn_type: str | None = None,
+        layer_id: int | None = None,
+    ) -> None:
         super().__init__()
-        self.layer = layer
+        self.cfg = cfg = as_config(cfg)
+        self.layer_id = layer_id
+        self.attn_type, self.window = _attention_window(cfg, attn_type, layer_id)
         self.n_heads, self.d_head, self.d_model = cfg.n_heads, cfg.d_head, cfg.d_model
         self.attn_scale = cfg.attn_scale
-        self.window = cfg.layer_window(layer)
         self.soft_cap = cfg.attn_scores_soft_cap
         self.W_Q = head_major_parameter(cfg.d_model, cfg.n_heads, cfg.d_head, cfg.dtype)
         self.b_Q = nn.Parameter(torch.zeros(cfg.n_heads, cfg.d_head, dtype=cfg.dtype))
@@ -81,6 +98,7 @@ class Attention(nn.Module):
         else:
             self.q_norm = self.k_norm = nn.Identity()
         self.key_mixer = make_key_mixer(cfg)
+        # As in TransformerLens, hook_q/k/v hold the projections before any q/k norm.
         self.hook_q = HookPoint()  # [batch, pos, head_index, d_head]
         self.hook_k = HookPoint()  # [batch, pos, head_index, d_head]
         self.hook_v = HookPoint()  # [batch, pos, head_index, d_head]
@@ -96,6 +114,11 @@ class Attention(nn.Module):
         self._fused_ok = self.soft_cap <= 0 and self.alibi is None
         self.set_hook_options(cfg)
 
+    @property
+    def layer(self) -> int | None:
+        """The layer index (`layer_id`)."""
+        return self.layer_id
+
     def _init_key_value(self, cfg: ModelConfig) -> None:
         self.W_K = head_major_parameter(cfg.d_model, cfg.n_heads, cfg.d_head, cfg.dtype)
         self.W_V = head_major_parameter(cfg.d_model, cfg.n_heads, cfg.d_head, cfg.dtype)
@@ -103,15 +126,12 @@ class Attention(nn.Module):
         self.b_V = nn.Parameter(torch.zeros(cfg.n_heads, cfg.d_head, dtype=cfg.dtype))
 
     def _key_value_weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(W_K, b_K, W_V, b_V) that the key/value projections use."""
         return self.W_K, self.b_K, self.W_V, self.b_V
 
-    def _ungroup(self, x: Tensor) -> Tensor:
-        """Keys/values per query head (identity unless grouped-query attention)."""
-        return x
-
     def set_hook_options(self, cfg: ModelConfig) -> None:
-        """Build the optional parts `use_attn_result` / `use_split_qkv_input` ask for."""
-        self._project = _project_per_head if cfg.use_split_qkv_input else _project_shared
+        """Build the optional parts `use_attn_result` asks for."""
+        self.cfg = cfg
         if cfg.use_attn_result:
             self.hook_result = HookPoint()  # [batch, pos, head_index, d_model]
             self._output = self._output_per_head
@@ -123,32 +143,56 @@ class Attention(nn.Module):
         self,
         query_input: Float[Tensor, "batch pos d_model"]
         | Float[Tensor, "batch pos head_index d_model"],
-        key_input: Float[Tensor, "batch pos d_model"]
-        | Float[Tensor, "batch pos head_index d_model"],
-        value_input: Float[Tensor, "batch pos d_model"]
-        | Float[Tensor, "batch pos head_index d_model"],
-        context: AttentionContext,
-        kv_cache_entry=None,
+        key_input: Float[Tensor, "batch kv_pos d_model"]
+        | Float[Tensor, "batch kv_pos kv_head_index d_model"],
+        value_input: Float[Tensor, "batch kv_pos d_model"]
+        | Float[Tensor, "batch kv_pos kv_head_index d_model"],
+        past_kv_cache_entry=None,
+        additive_attention_mask: Float[Tensor, "batch 1 1 kv_pos"] | None = None,
+        attention_mask: Int[Tensor, "batch offset_pos"] | None = None,
+        position_bias: Float[Tensor, "1 head_index pos kv_pos"] | None = None,
+        *,
+        context: AttentionContext | None = None,
     ) -> Float[Tensor, "batch pos d_model"]:
-        """Attend. `kv_cache_entry` (generation) supplies and stores earlier keys/values."""
+        """Attend, as TransformerLens's `Attention.forward`: inputs `[batch, pos, d_model]`
+        (every head reads the same input) or per head `[batch, pos, head_index, d_model]`.
+        `past_kv_cache_entry` (generation) supplies and stores earlier keys/values;
+        `attention_mask` (1 real, 0 padding) covers cached and new positions;
+        `additive_attention_mask` and `position_bias` are added to the scores. Inside a
+        `HookedTransformer` the block passes the pass's `context` instead."""
+        if context is None:
+            past = getattr(past_kv_cache_entry, "past_keys", None)
+            n_past = 0 if past is None else past.shape[1]
+            context = attention_context(
+                query_input.shape[0],
+                query_input.shape[1],
+                n_past,
+                attention_mask,
+                query_input.device,
+            )
         W_K, b_K, W_V, b_V = self._key_value_weights()
-        q = self.hook_q(self.q_norm(self._project(query_input, self.W_Q, self.b_Q)))
-        k = self.hook_k(self._ungroup(self.k_norm(self._project(key_input, W_K, b_K))))
-        v = self.hook_v(self._ungroup(self._project(value_input, W_V, b_V)))
+        q = self.q_norm(self.hook_q(_project(query_input, self.W_Q, self.b_Q)))
+        k = self.k_norm(self.hook_k(_project(key_input, W_K, b_K)))
+        v = self.hook_v(_project(value_input, W_V, b_V))
         if hasattr(self, "rotary"):
             cos, sin = self.rotary.cos_sin(context.positions, q.dtype)
             q = self.hook_rot_q(self.rotary(q, cos, sin))
             k = self.hook_rot_k(self.rotary(k, cos, sin))
-        if kv_cache_entry is not None:
-            k, v = kv_cache_entry.append(k, v)
+        if past_kv_cache_entry is not None:
+            k, v = past_kv_cache_entry.append(k, v)
         k = self.key_mixer(k, context.key_is_real)
         mask = self._restrict_to_window(context.mask, q.shape[1], k.shape[1], q.device)
-        if self._fused_ok and not (
-            self.hook_attn_scores.has_hooks() or self.hook_pattern.has_hooks()
-        ):
+        extra = _ScoreTerms(position_bias, additive_attention_mask)
+        fused_ok = self._fused_ok and extra.empty
+        if fused_ok and not (self.hook_attn_scores.has_hooks() or self.hook_pattern.has_hooks()):
             z = self._attend_fused(q, k, v, mask)
         else:
-            z = self._attend_explicit(q, k, v, mask, context.key_positions)
+            z, hooks_changed_nothing = self._attend_explicit(
+                q, k, v, mask, context.key_positions, extra
+            )
+            if fused_ok and hooks_changed_nothing:
+                # The same numbers as when nothing is hooked (see exact_paths).
+                z = fast_values(self._attend_fused(q, k, v, mask), z)
         return self._output(self.hook_z(z))
 
     def _restrict_to_window(self, mask, q_len: int, k_len: int, device) -> Tensor | None:
@@ -157,19 +201,28 @@ class Attention(nn.Module):
         base = causal_mask(q_len, k_len, device) if mask is None else mask
         return base & window_mask(q_len, k_len, self.window, device)
 
-    def _attend_explicit(self, q, k, v, mask, key_positions) -> Tensor:
+    def _attend_explicit(self, q, k, v, mask, key_positions, extra) -> tuple[Tensor, bool]:
+        """z through the score and pattern hooks; also whether the hooks left them as
+        they were."""
         k, v = _repeat_kv(k, q.shape[2]), _repeat_kv(v, q.shape[2])
         scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / self.attn_scale
         if self.alibi is not None:
             scores = self.alibi(scores, key_positions)
+        if extra.position_bias is not None:
+            scores = scores + extra.position_bias
         if self.soft_cap > 0:
             scores = self.soft_cap * torch.tanh(scores / self.soft_cap)
         if mask is None:
             mask = causal_mask(q.shape[1], k.shape[1], q.device)
-        scores = self.hook_attn_scores(scores.masked_fill(~mask, float("-inf")))
+        scores = scores.masked_fill(~mask, float("-inf"))
+        if extra.additive_mask is not None:
+            scores = scores + extra.additive_mask
+        scores, scores_kept = through(self.hook_attn_scores, scores)
         # Softmax in fp32 (as Hugging Face does for half precision).
-        pattern = self.hook_pattern(scores.float().softmax(dim=-1).to(q.dtype))
-        return torch.einsum("bhqk,bkhe->bqhe", pattern, v)
+        pattern = scores.float().softmax(dim=-1).to(q.dtype)
+        pattern, pattern_kept = through(self.hook_pattern, pattern)
+        z = torch.einsum("bhqk,bkhe->bqhe", pattern, v)
+        return z, scores_kept and pattern_kept
 
     def _attend_fused(self, q, k, v, mask) -> Tensor:
         is_causal = mask is None and q.shape[1] == k.shape[1] and q.shape[1] > 1
@@ -198,8 +251,10 @@ class Attention(nn.Module):
 class GroupedQueryAttention(Attention):
     """Attention whose `n_key_value_heads` key/value heads are shared by groups of query
     heads. Parameters `_W_K, _W_V [n_kv_heads, d_model, d_head]`; the properties
-    `W_K`/`W_V` give them per query head. `hook_k/hook_v` have `n_kv_heads` heads unless
-    `ungroup_grouped_query_attention` is set."""
+    `W_K`/`W_V` give them per query head. As in TransformerLens, `hook_k/hook_v` (and
+    per-head key/value inputs) have `n_kv_heads` heads unless
+    `ungroup_grouped_query_attention` is set; then keys and values are projected with
+    `W_K`/`W_V`, one per query head."""
 
     def _init_key_value(self, cfg: ModelConfig) -> None:
         self.n_kv_heads = cfg.n_kv_heads
@@ -209,12 +264,16 @@ class GroupedQueryAttention(Attention):
         self._b_K = nn.Parameter(torch.zeros(cfg.n_kv_heads, cfg.d_head, dtype=cfg.dtype))
         self._b_V = nn.Parameter(torch.zeros(cfg.n_kv_heads, cfg.d_head, dtype=cfg.dtype))
         self._ungroup_hooks = cfg.ungroup_grouped_query_attention
+        if self._ungroup_hooks and cfg.use_qk_norm and cfg.qk_norm_scope == "all_heads":
+            raise ConfigError(
+                "ungroup_grouped_query_attention cannot be combined with "
+                "qk_norm_scope='all_heads' (the key norm spans the grouped heads)."
+            )
 
     def _key_value_weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        if self._ungroup_hooks:
+            return self.W_K, self.b_K, self.W_V, self.b_V
         return self._W_K, self._b_K, self._W_V, self._b_V
-
-    def _ungroup(self, x: Tensor) -> Tensor:
-        return _repeat_kv(x, self.n_heads) if self._ungroup_hooks else x
 
     @property
     def W_K(self) -> Tensor:
@@ -251,12 +310,69 @@ class QKNorm(nn.Module):
 def make_attention(cfg: ModelConfig, layer: int) -> Attention:
     """Plain multi-head attention, or grouped-query when n_key_value_heads < n_heads."""
     grouped = cfg.n_kv_heads != cfg.n_heads
-    return GroupedQueryAttention(cfg, layer) if grouped else Attention(cfg, layer)
+    return (GroupedQueryAttention if grouped else Attention)(cfg, layer_id=layer)
+
+
+def _attention_window(
+    cfg: ModelConfig, attn_type: str | None, layer_id: int | None
+) -> tuple[str, int | None]:
+    """(attn_type, window) of a layer: from `attn_type` when given, else from the config."""
+    if attn_type is None:
+        window = cfg.layer_window(layer_id or 0)
+        return ("global" if window is None else "local"), window
+    if attn_type not in ("global", "local"):
+        raise ConfigError(f"attn_type must be 'global' or 'local', got {attn_type!r}.")
+    if attn_type == "local" and cfg.window_size is None:
+        raise ConfigError("attn_type='local' needs cfg.window_size (the number of keys seen).")
+    return attn_type, cfg.window_size if attn_type == "local" else None
+
+
+@dataclass
+class _ScoreTerms:
+    """What a standalone caller adds to the scores (TransformerLens's arguments)."""
+
+    position_bias: Tensor | None
+    additive_mask: Tensor | None
+
+    @property
+    def empty(self) -> bool:
+        return self.position_bias is None and self.additive_mask is None
+
+
+def attention_context(
+    batch: int,
+    q_len: int,
+    n_past: int,
+    attention_mask: Int[Tensor, "batch key_pos"] | None,
+    device: torch.device,
+) -> AttentionContext:
+    """The `AttentionContext` of `q_len` new positions after `n_past` cached ones, with an
+    optional padding mask over all `n_past + q_len` positions (1 real, 0 padding).
+    Positions count real tokens only, so a padded row is computed as it would be unpadded;
+    a padding query sees itself, which keeps its softmax finite."""
+    if attention_mask is None or bool(attention_mask.all()):
+        key_positions = torch.arange(n_past + q_len, device=device).expand(batch, -1)
+        mask = None if n_past == 0 else causal_mask(q_len, n_past + q_len, device)
+        return AttentionContext(mask, key_positions[:, -q_len:], key_positions, None)
+    attention_mask = attention_mask.to(device)
+    k_len = attention_mask.shape[1]
+    key_positions = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+    allowed = causal_mask(q_len, k_len, device) & attention_mask.bool()[:, None, None, :]
+    own = torch.zeros(q_len, k_len, dtype=torch.bool, device=device)
+    own[torch.arange(q_len), torch.arange(q_len) + k_len - q_len] = True
+    mask = allowed | own[None, None]
+    return AttentionContext(mask, key_positions[:, -q_len:], key_positions, attention_mask.bool())
 
 
 def _repeat_kv(x: Tensor, n_heads: int) -> Tensor:
     """Repeat key/value heads so each query head has its own (no-op without grouping)."""
     return x if x.shape[2] == n_heads else x.repeat_interleave(n_heads // x.shape[2], dim=2)
+
+
+def _project(x: Tensor, W: Tensor, b: Tensor) -> Float[Tensor, "batch pos head_index d_head"]:
+    """Project a shared `[batch, pos, d_model]` or per-head `[batch, pos, head, d_model]`
+    input with `W [head_index, d_model, d_head]`."""
+    return _project_per_head(x, W, b) if x.dim() == 4 else _project_shared(x, W, b)
 
 
 def _project_shared(x: Float[Tensor, "batch pos d_model"], W: Tensor, b: Tensor) -> Tensor:
@@ -270,9 +386,10 @@ def _project_shared(x: Float[Tensor, "batch pos d_model"], W: Tensor, b: Tensor)
 def _project_per_head(
     x: Float[Tensor, "batch pos head_index d_model"], W: Tensor, b: Tensor
 ) -> Tensor:
-    """Each head reads its own copy of the input (`use_split_qkv_input`). Grouped key/value
-    heads read the copy of the first query head of their group (all copies are equal
-    unless a hook edits one)."""
+    """Each head reads its own copy of the input. Given one copy per query head but fewer
+    (grouped) key/value heads (`use_attn_in` without `use_split_qkv_input`, which
+    TransformerLens refuses), each key/value head reads the copy of the first query head
+    of its group."""
     if x.shape[2] != W.shape[0]:
         x = x[:, :, :: x.shape[2] // W.shape[0]]
     return torch.einsum("bphd,hde->bphe", x, W) + b

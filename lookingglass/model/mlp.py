@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from lookingglass.config import ModelConfig
 from lookingglass.hooks import HookPoint
+from lookingglass.model.layer_config import as_config
 
 
 def gelu_new(x: Tensor) -> Tensor:
@@ -37,8 +38,9 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
 class MLP(nn.Module):
     """Dense two-layer MLP with `hook_pre` [batch pos d_mlp] and `hook_post` [batch pos d_mlp]."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig | dict) -> None:
         super().__init__()
+        self.cfg = cfg = as_config(cfg)
         assert cfg.d_mlp is not None
         self.W_in = nn.Parameter(torch.empty(cfg.d_model, cfg.d_mlp, dtype=cfg.dtype))
         self.b_in = nn.Parameter(torch.zeros(cfg.d_mlp, dtype=cfg.dtype))
@@ -62,8 +64,9 @@ class GatedMLP(nn.Module):
     `b_gate` exists only in models with LayerNorms (StableLM): folding a LayerNorm's bias
     into the gate (`fold_ln`) needs a bias there. RMSNorm models (Llama) have none."""
 
-    def __init__(self, cfg: ModelConfig, d_mlp: int | None = None) -> None:
+    def __init__(self, cfg: ModelConfig | dict, d_mlp: int | None = None) -> None:
         super().__init__()
+        self.cfg = cfg = as_config(cfg)
         d_mlp = d_mlp or cfg.d_mlp
         assert d_mlp is not None
         self.W_gate = nn.Parameter(torch.empty(cfg.d_model, d_mlp, dtype=cfg.dtype))

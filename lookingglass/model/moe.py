@@ -18,14 +18,16 @@ from torch import Tensor, nn
 
 from lookingglass.config import ModelConfig
 from lookingglass.hooks import HookPoint
+from lookingglass.model.layer_config import as_config
 from lookingglass.model.mlp import GatedMLP
 
 
 class MixtureOfExperts(nn.Module):
     """Top-k routed gated MLP experts."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig | dict) -> None:
         super().__init__()
+        self.cfg = cfg = as_config(cfg)
         self.num_experts, self.k = cfg.num_experts, cfg.experts_per_token
         self.W_gate = nn.Parameter(torch.empty(cfg.d_model, cfg.num_experts, dtype=cfg.dtype))
         self.experts = nn.ModuleList(GatedMLP(cfg) for _ in range(cfg.num_experts))

@@ -3,8 +3,12 @@
 Each exposes `hook_scale` [batch pos 1] and `hook_normalized` [batch pos d_model] with
 TransformerLens's meanings: `hook_normalized` is the normalized vector *before* the
 norm's weight and bias (`(x - mean) / scale`), so the two are equal only for norms
-without weights (LNPre/RMSPre, e.g. after `fold_ln`). When neither is hooked the fused
-PyTorch kernel computes the same thing in one pass; the explicit path is the definition.
+without weights (LNPre/RMSPre, e.g. after `fold_ln`). The fused PyTorch kernel computes
+the output; the explicit path (the definition, TransformerLens's operations) runs only to
+feed hooks, and the output's numbers do not depend on whether hooks are attached (see
+`exact_paths`). Constructors take TransformerLens's arguments: `LayerNorm(cfg, length)`,
+`RMSNorm(cfg, length)`, `LayerNormPre(cfg)`, `RMSNormPre(cfg)`, with `cfg` a `ModelConfig`
+or a dict of its fields.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from torch import Tensor, nn
 
 from lookingglass.config import ModelConfig
 from lookingglass.hooks import HookPoint
+from lookingglass.model.exact_paths import fast_values, through
+from lookingglass.model.layer_config import as_config
 
 
 class _Norm(nn.Module):
@@ -24,9 +30,14 @@ class _Norm(nn.Module):
     centered: bool = True
 
     def __init__(
-        self, cfg: ModelConfig, length: int | None = None, weight: bool = True, bias: bool = True
+        self,
+        cfg: ModelConfig | dict,
+        length: int | None = None,
+        weight: bool = True,
+        bias: bool = True,
     ) -> None:
         super().__init__()
+        self.cfg = cfg = as_config(cfg)
         self.eps = cfg.eps
         self.length = length or cfg.d_model
         if weight:
@@ -37,23 +48,30 @@ class _Norm(nn.Module):
         self.hook_normalized = HookPoint()  # [batch, pos, length]
 
     def forward(self, x: Float[Tensor, "... length"]) -> Float[Tensor, "... length"]:
-        # "...": [batch pos] for the residual stream, [batch pos head_index] for q/k norms.
-        if self.hook_scale.has_hooks() or self.hook_normalized.has_hooks():
-            return self._explicit(x)
-        return self._fused(x)
+        # "...": [batch pos] for the residual stream, [batch pos head_index] for per-head
+        # attention inputs and q/k norms.
+        if not (self.hook_scale.has_hooks() or self.hook_normalized.has_hooks()):
+            return self._fused(x)
+        explicit, hooks_changed_nothing = self._explicit(x)
+        return fast_values(self._fused(x), explicit) if hooks_changed_nothing else explicit
 
-    def _explicit(self, x: Tensor) -> Tensor:
+    def _explicit(self, x: Tensor) -> tuple[Tensor, bool]:
+        """The definition, through the hook points; also whether the hooks left the
+        scale and the normalized vector as they were."""
         dtype = x.dtype
         x = x.float()  # norms are numerically sensitive: compute in fp32 as HF does
         if self.centered:
             x = x - x.mean(-1, keepdim=True)
-        scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
-        x = self.hook_normalized((x / scale).to(dtype)).float()
+        scale, scale_kept = through(
+            self.hook_scale, (x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt()
+        )
+        normalized, normalized_kept = through(self.hook_normalized, (x / scale).to(dtype))
+        x = normalized.float()
         if hasattr(self, "w"):
             x = x * self.w.float()
         if hasattr(self, "b"):
             x = x + self.b.float()
-        return x.to(dtype)
+        return x.to(dtype), scale_kept and normalized_kept
 
     def _fused(self, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -71,7 +89,7 @@ class LayerNorm(_Norm):
 class LayerNormPre(_Norm):
     """LayerNorm whose weight and bias were folded into the next layer's weights."""
 
-    def __init__(self, cfg: ModelConfig, length: int | None = None) -> None:
+    def __init__(self, cfg: ModelConfig | dict, length: int | None = None) -> None:
         super().__init__(cfg, length, weight=False, bias=False)
 
     def _fused(self, x: Tensor) -> Tensor:
@@ -83,7 +101,7 @@ class RMSNorm(_Norm):
 
     centered = False
 
-    def __init__(self, cfg: ModelConfig, length: int | None = None) -> None:
+    def __init__(self, cfg: ModelConfig | dict, length: int | None = None) -> None:
         super().__init__(cfg, length, weight=True, bias=False)
 
     def _fused(self, x: Tensor) -> Tensor:
@@ -95,7 +113,7 @@ class RMSNormPre(_Norm):
 
     centered = False
 
-    def __init__(self, cfg: ModelConfig, length: int | None = None) -> None:
+    def __init__(self, cfg: ModelConfig | dict, length: int | None = None) -> None:
         super().__init__(cfg, length, weight=False, bias=False)
 
     def _fused(self, x: Tensor) -> Tensor:

@@ -166,7 +166,9 @@ class HookedTransformer(WeightProperties, HookedRootModule):
         tokens = self.hook_tokens(tokens)
         residual = self.hook_embed(self.embed(tokens))
         if hasattr(self, "pos_embed"):
-            residual = residual + self.hook_pos_embed(self.pos_embed(context.positions))
+            residual = residual + self.hook_pos_embed(
+                self.pos_embed(tokens, positions=context.positions)
+            )
         return residual, context
 
     def _context(self, shape, attention_mask, past_kv_cache, device) -> AttentionContext:
@@ -337,7 +339,7 @@ class HookedTransformer(WeightProperties, HookedRootModule):
         self._set_flag(use_attn_result=use)
 
     def set_use_split_qkv_input(self, use: bool) -> None:
-        """Add or remove per-head `hook_q/k/v_input` (the normalized attention input)."""
+        """Add or remove `hook_q/k/v_input` (the block's input before ln1, per head)."""
         self._set_flag(use_split_qkv_input=use)
 
     def set_use_hook_mlp_in(self, use: bool) -> None:
@@ -345,7 +347,7 @@ class HookedTransformer(WeightProperties, HookedRootModule):
         self._set_flag(use_hook_mlp_in=use)
 
     def set_use_attn_in(self, use: bool) -> None:
-        """Add or remove `hook_attn_in` (the attention input before its norm)."""
+        """Add or remove `hook_attn_in` (the block's input before ln1, per head)."""
         self._set_flag(use_attn_in=use)
 
     def _set_flag(self, **flag: bool) -> None:

@@ -370,7 +370,7 @@ def test_llama_matches_transformer_lens(tmp_path_factory, build_tl_model, tokens
     assert_close(logits, tl_logits, LOGIT_ATOL, "logits")
     shared = set(cache.keys()) & set(tl_cache.keys())
     assert set(cache.keys()) - shared == set()  # TransformerLens has every hook we have
-    assert set(tl_cache.keys()) - shared == {"unembed.hook_in", "unembed.hook_out"}
+    assert set(tl_cache.keys()) - shared == set()  # and we have every hook it has
     diffs = {}
     for name in shared:
         theirs = tl_cache[name]

@@ -13,8 +13,7 @@ import torch
 from tests._helpers import D_VOCAB, SMALL, make_model, max_abs_diff, one_cpu_thread, random_tokens
 
 ATOL = 1e-5
-# Hook points TransformerLens has and we do not: around the unembedding (identities).
-ONLY_TRANSFORMERLENS = {"unembed.hook_in", "unembed.hook_out"}
+TL_ONLY_BUFFERS = {"attn.IGNORE", "attn.mask", "attn.rotary_sin", "attn.rotary_cos"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -27,22 +26,24 @@ def tokens():
     return random_tokens(2, 16, seed=3)
 
 
-def _pair(seed: int = 0, **flags):
-    """Our random model and TransformerLens's model with the same config and weights."""
+def transformerlens_pair(seed: int = 0, ours_only: dict | None = None, **flags):
+    """Our random model and TransformerLens's model with the same config and weights
+    (`ours_only`: config fields TransformerLens does not have)."""
     from transformer_lens import HookedTransformer as TLHookedTransformer
     from transformer_lens import HookedTransformerConfig
 
-    ours = make_model(seed=seed, **flags)
+    ours = make_model(seed=seed, **flags, **(ours_only or {}))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         theirs = TLHookedTransformer(
             HookedTransformerConfig(**{**SMALL, "d_vocab": D_VOCAB, **flags})
         )
     result = theirs.load_state_dict(ours.state_dict(), strict=False)
-    # TransformerLens keeps its causal mask and -inf constant as buffers; nothing else
-    # may be missing, and we may have nothing it lacks.
+    # TransformerLens keeps its causal mask, -inf constant and rotary tables as buffers;
+    # nothing else may be missing, and we may have nothing it lacks.
     assert result.unexpected_keys == []
-    assert {k.split(".", 2)[-1] for k in result.missing_keys} == {"attn.IGNORE", "attn.mask"}
+    missing = {k.split(".", 2)[-1] for k in result.missing_keys}
+    assert {"attn.IGNORE", "attn.mask"} <= missing <= TL_ONLY_BUFFERS
     return ours, theirs.eval()
 
 
@@ -85,10 +86,10 @@ def _compare(ours, theirs, tokens, skip=lambda name: False):
 )
 @torch.no_grad()
 def test_every_common_hook_equals_transformerlens(tokens, flags):
-    ours, theirs = _pair(seed=1, **flags)
+    ours, theirs = transformerlens_pair(seed=1, **flags)
     worst, only_ours, only_theirs = _compare(ours, theirs, tokens)
     assert only_ours == set()
-    assert only_theirs == ONLY_TRANSFORMERLENS
+    assert only_theirs == set()
     n_expected = len(ours.hook_dict)
     assert len(worst) == n_expected + 1  # every hook point of ours was compared, and logits
     if flags.get("use_attn_result"):
@@ -98,7 +99,7 @@ def test_every_common_hook_equals_transformerlens(tokens, flags):
 def test_hook_normalized_is_before_the_norm_weights_as_in_transformerlens(tokens):
     """With non-trivial LayerNorm weights, `hook_normalized` is the value before `w, b`
     (TransformerLens's meaning), and the norm's output is that value through `w, b`."""
-    ours, theirs = _pair(seed=1)
+    ours, theirs = transformerlens_pair(seed=1)
     _, cache = ours.run_with_cache(tokens)
     _, tl_cache = theirs.run_with_cache(tokens, names_filter=lambda n: n.endswith("normalized"))
     name = "blocks.0.ln1.hook_normalized"
@@ -108,37 +109,29 @@ def test_hook_normalized_is_before_the_norm_weights_as_in_transformerlens(tokens
     assert max_abs_diff(norm_output, _affine(ours.blocks[0].ln1, cache[name])) <= ATOL
 
 
+@pytest.mark.parametrize(
+    "flags",
+    [
+        {"use_split_qkv_input": True},
+        {"use_attn_in": True},
+        {"use_split_qkv_input": True, "use_attn_in": True},
+    ],
+    ids=["split_qkv", "attn_in", "both"],
+)
 @torch.no_grad()
-def test_split_qkv_input_matches_transformerlens_except_where_documented(tokens):
-    """With `use_split_qkv_input`, TransformerLens copies the *un-normalized* residual per
-    head and applies ln1 to each copy; we normalize once and copy (see README). Everything
-    else is equal, and the inputs relate as documented."""
-    ours, theirs = _pair(seed=2, use_split_qkv_input=True)
-
-    def differs(name):
-        return ".ln1." in name or name.split(".")[-1] in (
-            "hook_q_input",
-            "hook_k_input",
-            "hook_v_input",
-        )
-
-    _compare(ours, theirs, tokens, skip=differs)
-    _, cache = ours.run_with_cache(tokens)
-    _, tl_cache = theirs.run_with_cache(tokens)
-    for layer in range(2):
-        resid = tl_cache[f"blocks.{layer}.hook_resid_pre"]
-        for which in "qkv":
-            name = f"blocks.{layer}.hook_{which}_input"
-            assert max_abs_diff(tl_cache[name], resid[:, :, None].expand_as(tl_cache[name])) == 0
-            normalized = _affine(
-                ours.blocks[layer].ln1, cache[f"blocks.{layer}.ln1.hook_normalized"]
-            )
-            assert max_abs_diff(cache[name], normalized[:, :, None].expand_as(cache[name])) <= ATOL
+def test_attention_input_hooks_equal_transformerlens(tokens, flags):
+    """`hook_q/k/v_input` and `hook_attn_in`: the residual before ln1, per head, and ln1
+    applied to each (its hooks hold the last call's values), as in TransformerLens."""
+    ours, theirs = transformerlens_pair(seed=2, **flags)
+    worst, only_ours, only_theirs = _compare(ours, theirs, tokens)
+    assert only_ours == only_theirs == set()
+    assert len(worst) == len(ours.hook_dict) + 1
+    assert ours.run_with_cache(tokens)[1]["blocks.0.ln1.hook_scale"].shape[2] == 4  # per head
 
 
 @torch.no_grad()
 def test_loss_equals_transformerlens(tokens):
-    ours, theirs = _pair(seed=3)
+    ours, theirs = transformerlens_pair(seed=3)
     assert (
         max_abs_diff(ours(tokens, return_type="loss"), theirs(tokens, return_type="loss")) <= 1e-6
     )
@@ -148,7 +141,7 @@ def test_loss_equals_transformerlens(tokens):
 
 
 def test_gradients_equal_transformerlens(tokens):
-    ours, theirs = _pair(seed=4)
+    ours, theirs = transformerlens_pair(seed=4)
 
     def names(n):
         return n.endswith(

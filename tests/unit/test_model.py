@@ -51,9 +51,16 @@ def _noop(x, hook):
     return None
 
 
+def _touch(x, hook):
+    x.mul_(1.0)  # an in-place edit that changes no value
+
+
 def _explicit_attention():
-    """Hooks that force the explicit-pattern attention path in every layer."""
-    return [(lambda name: name.endswith("attn.hook_pattern"), _noop)]
+    """Hooks that force the explicit-pattern attention path's numbers in every layer: a
+    hook that only reads the pattern keeps the fused kernel's numbers (see
+    `lookingglass.model.exact_paths`), one that edits it (here in place, by 1.0) gets
+    the explicit path's."""
+    return [(lambda name: name.endswith("attn.hook_pattern"), _touch)]
 
 
 # ------------------------------------------------------------------ the reference
@@ -140,8 +147,11 @@ def test_fused_path_runs_unless_the_pattern_is_hooked(model, tokens, monkeypatch
     assert len(calls) == model.cfg.n_layers
     calls.clear()
     model.run_with_hooks(tokens, fwd_hooks=_explicit_attention())
-    model.run_with_cache(tokens, names_filter=lambda n: n.endswith("attn_scores"))
     assert calls == []
+    # Caching the scores materializes them, and z keeps the fused kernel's numbers.
+    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("attn_scores"))
+    assert len(calls) == model.cfg.n_layers
+    assert len(cache) == model.cfg.n_layers
 
 
 def _pad(rows: list[torch.Tensor], side: str, pad: int = 0):
@@ -277,18 +287,24 @@ def test_use_attn_result_heads_sum_to_attn_out(tokens):
 
 
 @torch.no_grad()
-def test_use_split_qkv_input_is_the_normalized_input_per_head(tokens):
-    model = make_model(seed=5, use_split_qkv_input=True)
+def test_split_qkv_input_is_the_residual_input_per_head(tokens):
+    """TransformerLens's meaning: `hook_q/k/v_input` are the block's input before ln1,
+    copied per head; `hook_q/k/v_normalized_input` (our addition) are ln1 of them."""
+    model = make_model(seed=5, use_split_qkv_input=True, use_normalized_qkv_input=True)
     logits, cache = model.run_with_cache(tokens)
     assert_close(logits, make_model(seed=5)(tokens), 1e-5, "logits")
     for layer in range(model.cfg.n_layers):
         ln1 = model.blocks[layer].ln1
-        normalized = cache[f"blocks.{layer}.ln1.hook_normalized"] * ln1.w + ln1.b
+        resid = cache["resid_pre", layer]
+        normalized = F.layer_norm(resid, (model.cfg.d_model,), ln1.w, ln1.b, model.cfg.eps)
         for which in "qkv":
-            per_head = cache[f"blocks.{layer}.hook_{which}_input"]
-            assert per_head.shape == (BATCH, POS, model.cfg.n_heads, model.cfg.d_model)
+            before = cache[f"blocks.{layer}.hook_{which}_input"]
+            after = cache[f"blocks.{layer}.hook_{which}_normalized_input"]
+            assert before.shape == (BATCH, POS, model.cfg.n_heads, model.cfg.d_model)
+            assert after.shape == before.shape
             for head in range(model.cfg.n_heads):
-                assert_close(per_head[:, :, head], normalized, 1e-6, "q/k/v input")
+                assert torch.equal(before[:, :, head], resid)
+                assert_close(after[:, :, head], normalized, 1e-5, "normalized q/k/v input")
 
 
 def _patch_head_in_place(head, delta):
@@ -339,7 +355,8 @@ def test_branch_input_hooks_patch_only_their_branch(tokens, name):
 
     _, clean = model.run_with_cache(tokens)
     skip = "blocks.0.hook_resid_mid" if "mlp" in name else "blocks.0.hook_resid_pre"
-    assert torch.equal(clean[name], clean[skip])  # the input before its norm
+    before_norm = clean[skip] if "mlp" in name else clean[skip][:, :, None]  # attn_in: per head
+    assert torch.equal(clean[name], before_norm.expand_as(clean[name]))  # before its norm
     results = []
     for fn in (add, add_in_place):
         with model.hooks(fwd_hooks=[(name, fn)]):

@@ -20,7 +20,10 @@ from lookingglass.interventions import (
     path_patch_sweep,
 )
 
-CONFIG = dict(n_layers=3, d_model=64, n_heads=4, d_head=16, d_vocab=100, n_ctx=32)
+# gelu_new: a smooth activation, so first-order (attribution) estimates track patching.
+CONFIG = dict(
+    n_layers=3, d_model=64, n_heads=4, d_head=16, d_vocab=100, n_ctx=32, act_fn="gelu_new"
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
