@@ -42,12 +42,12 @@ from typing import Any
 import pytest
 import torch
 import transformers
-
 from tests._helpers import CORPUS
 
 HERE = Path(__file__).parent
 KNOWN_FAILURES = HERE / "known_failures.txt"
 NOT_APPLICABLE = "not-applicable"  # fails on TransformerLens 3.9 offline too: skipped
+
 
 def _gpt2(n_layers: int, n_heads: int, d_model: int) -> transformers.PretrainedConfig:
     return transformers.GPT2Config(
@@ -265,7 +265,7 @@ def _offline() -> Callable[[], None]:
 def standins_active() -> Iterator[None]:
     """Within this block the hub is offline and hub names in `STANDINS` load their
     local stand-ins."""
-    import lookingglass
+    from lookingglass.model.transformer import HookedTransformer
 
     undos = [_offline()]
     undos += [
@@ -277,7 +277,7 @@ def standins_active() -> Iterator[None]:
         )
     ]
     undos += [
-        _redirect_first_arg(lookingglass.HookedTransformer, method, "model_name")
+        _redirect_first_arg(HookedTransformer, method, "model_name")
         for method in ("from_pretrained", "from_pretrained_no_processing")
     ]
     undos.append(_redirect_transformer_lens())
