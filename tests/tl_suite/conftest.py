@@ -261,6 +261,22 @@ def _offline() -> Callable[[], None]:
     return undo
 
 
+def _redirect_config_loader(module_name: str) -> Callable[[], None]:
+    """`<module>.get_pretrained_model_config(name, ...)` reads the stand-in's folder (the
+    tests call it directly; lookingglass reads `config.json` without `AutoConfig`)."""
+    try:
+        module = importlib.import_module(module_name)
+        original = module.get_pretrained_model_config
+    except (ImportError, AttributeError):
+        return lambda: None
+
+    def get_pretrained_model_config(model_name, *args, **kwargs):
+        return original(_mapped(model_name), *args, **kwargs)
+
+    module.get_pretrained_model_config = get_pretrained_model_config
+    return lambda: setattr(module, "get_pretrained_model_config", original)
+
+
 @contextlib.contextmanager
 def standins_active() -> Iterator[None]:
     """Within this block the hub is offline and hub names in `STANDINS` load their
@@ -281,6 +297,10 @@ def standins_active() -> Iterator[None]:
         for method in ("from_pretrained", "from_pretrained_no_processing")
     ]
     undos.append(_redirect_transformer_lens())
+    undos += [
+        _redirect_config_loader(f"{package}.loading_from_pretrained")
+        for package in ("lookingglass", "transformer_lens")
+    ]
     try:
         yield
     finally:

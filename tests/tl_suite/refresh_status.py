@@ -88,6 +88,27 @@ RULES: list[tuple[str, str, str]] = [
         "TransformerLens raises AssertionError (with its message) here",
     ),
     (r"lower triangular' in", "error-types", "error message differs from TransformerLens's"),
+    (
+        r"fails_on_invalid_(?:head|layer)_index|test_get_token_position_not_found",
+        "error-types",
+        "error type or message differs from TransformerLens's",
+    ),
+    (
+        r"ne\(\) received an invalid combination of arguments - got \(NoneType\)",
+        "tokenization",
+        "tokenizer without a pad token keeps none (TransformerLens sets pad = eos on attach)",
+    ),
+    (
+        r"including_remainder",
+        "activation-cache",
+        "stack_*_results(include_remainder=True) differs from TransformerLens",
+    ),
+    (
+        r"test_utils_tokens\.py::test_to_str_tokens",
+        "tokenization",
+        "utils/model to_str_tokens result differs",
+    ),
+    (r"'(\w+)' object has no attribute '(\w+)'", "api-attributes", "{0} has no attribute {1!r}"),
     (r"unexpected keyword argument '(\w+)'", "api-arguments", "no keyword argument {0!r}"),
     (r"has no attribute '(\w+)'", "api-attributes", "no attribute {0!r}"),
 ]
@@ -138,9 +159,9 @@ def _read_known() -> dict[str, tuple[str, str]]:
     return known
 
 
-def _guess(message: str) -> tuple[str, str]:
+def _guess(nodeid: str, message: str) -> tuple[str, str]:
     for pattern, category, cause in RULES:
-        match = re.search(pattern, message)
+        match = re.search(pattern, f"{nodeid}\n{message}")
         if match:
             return category, cause.format(*match.groups())
     return "uncategorised", _first_line(message)
@@ -191,11 +212,11 @@ def classify(ours: dict, reference: dict, known: dict) -> tuple[dict, Counter]:
             entries[nodeid] = ("skipped-on-us", _first_line(our_message))
         else:
             totals["fail on lookingglass"] += 1
-            entries[nodeid] = known.get(nodeid) or _guess(our_message)
+            entries[nodeid] = known.get(nodeid) or _guess(nodeid, our_message)
     for file, message in broken_files.items():
         reference_file = reference.get(file)
         if reference_file is None or reference_file[0] != "collect-error":
-            entries[file] = known.get(file) or _guess(message)
+            entries[file] = known.get(file) or _guess(file, message)
     return entries, totals
 
 
