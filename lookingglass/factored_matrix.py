@@ -24,6 +24,11 @@ from torch import Tensor
 from lookingglass.errors import InputError
 
 
+class LeadingDimsMismatchError(InputError, RuntimeError):
+    """The leading dimensions of A and B do not broadcast. Also a `RuntimeError`, which is
+    what TransformerLens (torch's broadcasting) raises for the same input."""
+
+
 class FactoredMatrix:
     """The matrix `A @ B`, `A [..., ldim, mdim]`, `B [..., mdim, rdim]`, never formed unless asked.
 
@@ -43,9 +48,9 @@ class FactoredMatrix:
         try:
             leading = torch.broadcast_shapes(A.shape[:-2], B.shape[:-2])
         except RuntimeError as error:
-            raise InputError(
-                f"The leading dimensions of A {tuple(A.shape)} and B {tuple(B.shape)} do not "
-                "broadcast."
+            raise LeadingDimsMismatchError(
+                f"Shape mismatch: the leading dimensions of A {tuple(A.shape)} and B "
+                f"{tuple(B.shape)} do not broadcast; give them equal or size-1 dimensions."
             ) from error
         self.shape = leading + (self.ldim, self.rdim)
         # Views, not copies: broadcasting shares memory with the inputs.

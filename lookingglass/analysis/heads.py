@@ -160,8 +160,13 @@ def detect_head(
         ).mean(0)
     tokens = _one_sequence(model, seq)
     seq_len = tokens.shape[-1]
-    if not 1 < seq_len <= cfg.n_ctx:
-        raise InputError(f"The prompt must have 2 to n_ctx={cfg.n_ctx} tokens, it has {seq_len}.")
+    # `to_tokens` truncates to n_ctx, so a prompt of n_ctx tokens may have been longer:
+    # rejected, as TransformerLens does.
+    if not 1 < seq_len < cfg.n_ctx:
+        # TransformerLens's wording: code and tests written for it compare the message.
+        raise InputError(
+            "The sequence must be non-empty and must fit within the model's context window."
+        )
     if isinstance(detection_pattern, str):
         detection_pattern = DETECTION_PATTERNS[detection_pattern](tokens.cpu())
     if error_measure == "mul" and not set(detection_pattern.unique().tolist()) <= {0, 1}:
@@ -174,8 +179,9 @@ def detect_head(
         detection_pattern.tril()
     ):
         raise InputError(
-            f"The detection pattern must be lower triangular of shape ({seq_len}, {seq_len}) "
-            f"for this prompt, got shape {tuple(detection_pattern.shape)}."
+            "The detection pattern must be a lower triangular matrix of shape (sequence_length, "
+            f"sequence_length); sequence_length={seq_len}; got detection pattern of shape "
+            f"{tuple(detection_pattern.shape)}"
         )
     if cache is None:
         with torch.no_grad():

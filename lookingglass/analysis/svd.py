@@ -66,11 +66,11 @@ class SVDInterpreter:
             raise InputError(
                 f"vector_type must be one of {list(VECTOR_TYPES)}, got {vector_type!r}."
             )
-        self._check_index("layer_index", layer_index, self.cfg.n_layers)
+        self._check_index("Layer index", layer_index, self.cfg.n_layers)
         if vector_type == "OV":
             if head_index is None:
                 raise InputError("vector_type='OV' needs a head_index.")
-            self._check_index("head_index", head_index, self.cfg.n_heads)
+            self._check_index("Head index", head_index, self.cfg.n_heads)
             attn = self.model.blocks[layer_index].attn
             directions = FactoredMatrix(attn.W_V[head_index], attn.W_O[head_index]).V.T
         else:
@@ -115,5 +115,6 @@ class SVDInterpreter:
 
     @staticmethod
     def _check_index(name: str, value: int, size: int) -> None:
+        # TransformerLens's wording, which code and tests written for it compare against.
         if not 0 <= value < size:
-            raise InputError(f"{name} must be in [0, {size - 1}], got {value}.")
+            raise InputError(f"{name} must be between 0 and {size - 1} but got {value}")
