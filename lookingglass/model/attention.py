@@ -39,6 +39,7 @@ from lookingglass.model.key_mixing import make_key_mixer
 from lookingglass.model.layer_config import as_config
 from lookingglass.model.norm import RMSNorm
 from lookingglass.model.positional import Alibi, Rotary
+from lookingglass.utils.attention import clamp_qkv, complex_attn_linear, simple_attn_linear
 
 
 @dataclass
@@ -193,7 +194,7 @@ class Attention(nn.Module):
         k = self.k_norm(self.hook_k(_project(key_input, W_K, b_K)))
         v = self.hook_v(_project(value_input, W_V, b_V))
         if self.clip is not None:  # OLMo: after the projections (and q/k norms), as TL
-            q, k, v = (x.clamp(min=-self.clip, max=self.clip) for x in (q, k, v))
+            q, k, v = clamp_qkv(q, k, v, self.clip)
         if hasattr(self, "rotary"):
             cos, sin = self.rotary.cos_sin(context.positions, q.dtype)
             q = self.hook_rot_q(self.rotary(q, cos, sin))
@@ -430,10 +431,7 @@ def _project(x: Tensor, W: Tensor, b: Tensor) -> Float[Tensor, "batch pos head_i
 
 def _project_shared(x: Float[Tensor, "batch pos d_model"], W: Tensor, b: Tensor) -> Tensor:
     """All heads read the same input: one GEMM over the flattened head-major weight."""
-    n_heads, d_model, d_head = W.shape
-    flat_W = W.permute(1, 0, 2).reshape(d_model, n_heads * d_head)
-    out = F.linear(x, flat_W.T, b.reshape(-1))
-    return out.view(*x.shape[:2], n_heads, d_head)
+    return simple_attn_linear(x, W, b)
 
 
 def _project_per_head(
@@ -445,7 +443,7 @@ def _project_per_head(
     of its group."""
     if x.shape[2] != W.shape[0]:
         x = x[:, :, :: x.shape[2] // W.shape[0]]
-    return torch.einsum("bphd,hde->bphe", x, W) + b
+    return complex_attn_linear(x, W, b)
 
 
 def causal_mask(q_len: int, k_len: int, device: torch.device) -> Bool[Tensor, "1 1 q k"]:

@@ -16,6 +16,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from lookingglass.config import ModelConfig
+from lookingglass.errors import ConfigError
 from lookingglass.hooks import HookPoint
 from lookingglass.model.layer_config import as_config
 from lookingglass.model.norm import LayerNorm, LayerNormPre
@@ -67,35 +68,59 @@ def make_activation(act_fn: str) -> Callable[[Tensor], Tensor]:
     return XIELU() if act_fn == "xielu" else ACTIVATIONS[act_fn]
 
 
-class MLP(nn.Module):
-    """Dense two-layer MLP with `hook_pre` [batch pos d_mlp] and `hook_post` [batch pos d_mlp]."""
+class CanBeUsedAsMLP(nn.Module):
+    """Base of every MLP-like sublayer (TransformerLens's `CanBeUsedAsMLP`): holds `cfg`
+    and `d_mlp`; `select_activation_function()` sets `act_fn`, and for "solu_ln" also
+    `hook_mid` and the LayerNorm `ln` (LN, else LNPre) applied after it."""
 
     def __init__(self, cfg: ModelConfig | dict) -> None:
         super().__init__()
-        self.cfg = cfg = as_config(cfg)
-        assert cfg.d_mlp is not None
+        self.cfg = as_config(cfg)
+        if self.cfg.d_mlp is None:
+            raise ConfigError("d_mlp must be set to use an MLP: pass d_mlp in the config.")
+        self.d_mlp: int = self.cfg.d_mlp
+
+    def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+        """Identity: subclasses compute the MLP."""
+        return x
+
+    def select_activation_function(self, default: str = "gelu_new") -> None:
+        """Set `act_fn` from `cfg.act_fn` (`default` if unset); "solu_ln" adds `hook_mid`
+        [batch pos d_mlp] and `ln` over d_mlp."""
+        self.act_fn = make_activation(self.cfg.act_fn or default)
+        if self.cfg.is_layer_norm_activation():  # "solu_ln": post = ln(act(pre))
+            self.hook_mid = HookPoint()  # [batch, pos, d_mlp]
+            norm = LayerNorm if self.cfg.normalization_type == "LN" else LayerNormPre
+            self.ln = norm(self.cfg, self.d_mlp)
+
+    def _activate(self, pre: Tensor) -> Tensor:
+        """`act_fn(pre)`, then `ln(hook_mid(.))` for "solu_ln"."""
+        if hasattr(self, "ln"):
+            return self.ln(self.hook_mid(self.act_fn(pre)))
+        return self.act_fn(pre)
+
+
+class MLP(CanBeUsedAsMLP):
+    """Dense two-layer MLP with `hook_pre` [batch pos d_mlp] and `hook_post` [batch pos d_mlp]."""
+
+    def __init__(self, cfg: ModelConfig | dict) -> None:
+        super().__init__(cfg)
+        cfg = self.cfg
         self.W_in = nn.Parameter(torch.empty(cfg.d_model, cfg.d_mlp, dtype=cfg.dtype))
         self.b_in = nn.Parameter(torch.zeros(cfg.d_mlp, dtype=cfg.dtype))
         self.W_out = nn.Parameter(torch.empty(cfg.d_mlp, cfg.d_model, dtype=cfg.dtype))
         self.b_out = nn.Parameter(torch.zeros(cfg.d_model, dtype=cfg.dtype))
-        self.act_fn = make_activation(cfg.act_fn or "gelu_new")
+        self.select_activation_function("gelu_new")
         self.hook_pre = HookPoint()  # [batch, pos, d_mlp]
-        if cfg.is_layer_norm_activation():  # "solu_ln": post = ln(act(pre))
-            self.hook_mid = HookPoint()  # [batch, pos, d_mlp]
-            norm = LayerNorm if cfg.normalization_type == "LN" else LayerNormPre
-            self.ln = norm(cfg, cfg.d_mlp)
         self.hook_post = HookPoint()  # [batch, pos, d_mlp]
 
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
         pre = self.hook_pre(F.linear(x, self.W_in.T, self.b_in))
-        if hasattr(self, "ln"):
-            post = self.hook_post(self.ln(self.hook_mid(self.act_fn(pre))))
-        else:
-            post = self.hook_post(self.act_fn(pre))
+        post = self.hook_post(self._activate(pre))
         return F.linear(post, self.W_out.T, self.b_out)
 
 
-class GatedMLP(nn.Module):
+class GatedMLP(CanBeUsedAsMLP):
     """Gated MLP (SwiGLU, GeGLU), as TransformerLens 3.9:
     `post = act(x @ W_gate) * (x @ W_in) + b_in`, `out = post @ W_out + b_out` (`b_in` is
     added after the product). Hooks: `hook_pre` (the gate pre-activation),
@@ -107,10 +132,12 @@ class GatedMLP(nn.Module):
     RMSNorm models (Llama) have neither."""
 
     def __init__(self, cfg: ModelConfig | dict, d_mlp: int | None = None) -> None:
-        super().__init__()
-        self.cfg = cfg = as_config(cfg)
-        d_mlp = d_mlp or cfg.d_mlp
-        assert d_mlp is not None
+        cfg = as_config(cfg)
+        if d_mlp is not None and d_mlp != cfg.d_mlp:  # an expert's own width (MoE)
+            cfg = cfg.replace(d_mlp=d_mlp)
+        super().__init__(cfg)
+        cfg = self.cfg
+        d_mlp = self.d_mlp
         self.W_gate = nn.Parameter(torch.empty(cfg.d_model, d_mlp, dtype=cfg.dtype))
         self.W_in = nn.Parameter(torch.empty(cfg.d_model, d_mlp, dtype=cfg.dtype))
         for name in ("b_gate", "b_pre_linear"):
@@ -121,7 +148,7 @@ class GatedMLP(nn.Module):
         self.b_in = nn.Parameter(torch.zeros(d_mlp, dtype=cfg.dtype))
         self.W_out = nn.Parameter(torch.empty(d_mlp, cfg.d_model, dtype=cfg.dtype))
         self.b_out = nn.Parameter(torch.zeros(cfg.d_model, dtype=cfg.dtype))
-        self.act_fn = make_activation(cfg.act_fn or "silu")
+        self.select_activation_function("silu")
         self.hook_pre = HookPoint()  # [batch, pos, d_mlp]
         self.hook_pre_linear = HookPoint()  # [batch, pos, d_mlp]
         self.hook_post = HookPoint()  # [batch, pos, d_mlp]
@@ -129,7 +156,7 @@ class GatedMLP(nn.Module):
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
         pre = self.hook_pre(F.linear(x, self.W_gate.T, self.b_gate))
         pre_linear = self.hook_pre_linear(F.linear(x, self.W_in.T, self.b_pre_linear))
-        post = self.hook_post(self.act_fn(pre) * pre_linear + self.b_in)
+        post = self.hook_post(self._activate(pre) * pre_linear + self.b_in)
         return F.linear(post, self.W_out.T, self.b_out)
 
 
