@@ -256,8 +256,17 @@ class TokenizationMethods:
         tokens, mask = tokenize(
             self.tokenizer, input, bos, side, self.cfg.n_ctx if truncate else None
         )
-        device = self.W_E.device
+        device = self._input_device()
         return tokens.to(device), mask.to(device)
+
+    def _input_device(self) -> torch.device:
+        """Where token inputs go: the embedding's device; for a model whose modules were
+        never built (TransformerLens's tokenizer-only subclass pattern) `cfg.device`, as
+        TransformerLens's `to_tokens` uses."""
+        embed = self.__dict__.get("_modules", {}).get("embed")
+        if embed is not None:
+            return self.W_E.device
+        return torch.device(getattr(self.cfg, "device", None) or "cpu")
 
     def to_string(self, tokens: Any) -> str | list[str]:
         """Decode ids: a string for an int, a 0-D/1-D tensor, a list of ids or an array; a

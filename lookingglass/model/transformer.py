@@ -341,7 +341,7 @@ class HookedTransformer(
                 f"Token ids must be an integer tensor, got {tokens.dtype}. To feed a residual "
                 "stream, pass start_at_layer=."
             )
-        return tokens.to(self.W_E.device)
+        return tokens.to(self._input_device())
 
     def _context(self, shape, attention_mask, n_past: int, device) -> AttentionContext:
         """Positions and the attention mask for this pass; `attention_mask`, when given,
