@@ -2,8 +2,8 @@
 under TransformerLens's class names (`lookingglass.model.*`). Each takes a config as
 TransformerLens's does; weights and hook points have TransformerLens's names.
 
-TransformerLens components lookingglass does not have (the T5 parts,
-`AbstractAttention`) raise `NotSupportedError` naming what to use.
+TransformerLens components lookingglass does not have (the T5 parts) raise
+`NotSupportedError` naming what to use.
 """
 
 from typing import Any
@@ -25,9 +25,11 @@ from lookingglass.model.moe import MixtureOfExperts
 from lookingglass.model.norm import LayerNorm, LayerNormPre, RMSNorm, RMSNormPre
 
 MoE = MixtureOfExperts
+# The base attention class (GroupedQueryAttention subclasses it), with TransformerLens's
+# static ALiBi helpers `create_alibi_slope`, `create_alibi_multipliers`, `create_alibi_bias`.
+AbstractAttention = Attention
 
 _MISSING = {
-    "AbstractAttention": "lookingglass.components.Attention is the base attention class.",
     "T5Attention": "encoder-decoder models are not in lookingglass; HookedAutoModel wraps T5.",
     "T5Block": "encoder-decoder models are not in lookingglass; HookedAutoModel wraps T5.",
 }
@@ -41,6 +43,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "MLP",
+    "AbstractAttention",
     "Attention",
     "BertBlock",
     "BertEmbed",

@@ -38,7 +38,13 @@ from lookingglass.model.exact_paths import fast_values, through
 from lookingglass.model.key_mixing import make_key_mixer
 from lookingglass.model.layer_config import as_config
 from lookingglass.model.norm import RMSNorm
-from lookingglass.model.positional import Alibi, Rotary
+from lookingglass.model.positional import (
+    Alibi,
+    Rotary,
+    create_alibi_bias,
+    create_alibi_multipliers,
+    create_alibi_slope,
+)
 from lookingglass.utils.attention import clamp_qkv, complex_attn_linear, simple_attn_linear
 
 
@@ -131,7 +137,34 @@ class Attention(nn.Module):
         self.hook_z = HookPoint()  # [batch, pos, head_index, d_head]
         # Soft-capping and ALiBi change the scores, which the fused kernel cannot do.
         self._fused_ok = self.soft_cap <= 0 and self.alibi is None
+        self._add_transformerlens_buffers()
         self.set_hook_options(cfg)
+
+    # TransformerLens's AbstractAttention static helpers (its ALiBi conventions).
+    create_alibi_slope = staticmethod(create_alibi_slope)
+    create_alibi_multipliers = staticmethod(create_alibi_multipliers)
+    create_alibi_bias = staticmethod(create_alibi_bias)
+
+    def _add_transformerlens_buffers(self) -> None:
+        """TransformerLens's attention buffers `mask` (an empty bool placeholder) and
+        `IGNORE` (-inf). They are in the state dict of an attention component used on
+        its own, as in TransformerLens (its tests copy them between components); inside
+        a model they stay out of the model's state dict, and loading ignores them."""
+        # On the CPU even while a model is built on the meta device (see rotary_inv_freq).
+        mask = torch.empty((0, 0), dtype=torch.bool, device="cpu")
+        self.register_buffer("mask", mask, persistent=False)
+        self.register_buffer("IGNORE", torch.tensor(-torch.inf, device="cpu"), persistent=False)
+
+        def add_when_root(module, state_dict, prefix, local_metadata) -> None:
+            if prefix == "":
+                state_dict["mask"], state_dict["IGNORE"] = module.mask, module.IGNORE
+
+        def drop_on_load(module, state_dict, prefix, *args) -> None:
+            for name in ("mask", "IGNORE"):
+                state_dict.pop(prefix + name, None)
+
+        self.register_state_dict_post_hook(add_when_root)
+        self.register_load_state_dict_pre_hook(drop_on_load)
 
     @property
     def layer(self) -> int | None:

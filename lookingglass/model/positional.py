@@ -120,3 +120,28 @@ class Alibi(nn.Module):
     ) -> Tensor:
         bias = self.slopes[None, :, None, None] * key_positions[:, None, None, :].float()
         return scores + bias.to(scores.dtype)
+
+
+def create_alibi_slope(n_ctx: int, device: torch.device | str | None = None) -> Tensor:
+    """TransformerLens's `AbstractAttention.create_alibi_slope`: `[query, key]` float32
+    matrix `min(key - query, 0)` (0 on and above the diagonal, -1, -2, ... below)."""
+    rows = torch.arange(n_ctx, device=device).unsqueeze(0)
+    cols = torch.arange(n_ctx, device=device).unsqueeze(1)
+    return (rows - cols).clamp(max=0).to(torch.float32)
+
+
+def create_alibi_multipliers(n_heads: int, device: torch.device | str | None = None) -> Tensor:
+    """TransformerLens's `AbstractAttention.create_alibi_multipliers`: `[n_heads]`, the
+    geometric sequence `start**(h+1)` with `start = 2**(-8/n_heads)` (for a power-of-two
+    head count the same as `alibi_slopes`)."""
+    start = 2 ** (-8 / n_heads)
+    return start * (start ** torch.arange(n_heads, device=device))
+
+
+def create_alibi_bias(
+    n_heads: int, n_ctx: int, device: torch.device | str | None = None
+) -> Float[Tensor, "head_index query key"]:
+    """TransformerLens's `AbstractAttention.create_alibi_bias`: each head's multiplier
+    times `create_alibi_slope(n_ctx)`, `[n_heads, n_ctx, n_ctx]`."""
+    slope = create_alibi_slope(n_ctx, device)[None]
+    return create_alibi_multipliers(n_heads, device)[:, None, None] * slope
