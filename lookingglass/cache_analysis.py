@@ -15,9 +15,6 @@ shared by every component at a position, so dividing each component by the cache
 (after centering, for LayerNorm) makes the components sum to the normalized stream.
 
 Differences from TransformerLens, on purpose:
-- `stack_head_results` and `stack_neuron_results` with `layer=0, incl_remainder=True`
-  give the stream entering layer 0 as the remainder (TransformerLens indexes layer -1,
-  the last layer's output). For other layers the numbers are the same.
 - `get_full_resid_decomposition(mlp_input=True, apply_ln=True, project_output_onto=p)`
   scales the neuron rows with the MLP's norm (ln2) like every other row
   (TransformerLens scales them with ln1).
@@ -67,6 +64,11 @@ class CacheAnalysis:
         if layer == self.model.cfg.n_layers:
             return self["resid_post", layer - 1]
         return self["resid_pre", layer]
+
+    def _remainder_total(self, layer: int) -> Float[Tensor, "*batch_and_pos_dims d_model"]:
+        """What `incl_remainder` decomposes, as TransformerLens: `resid_post` of layer
+        `layer - 1` (for `layer=0` that index is -1, the last layer's output)."""
+        return self["resid_post", layer - 1]
 
     def _ln_scale(
         self, layer: int, mlp_input: bool, pos_slice: Slice, batch_slice: Slice
@@ -313,7 +315,8 @@ class CacheAnalysis:
         Args:
             layer: heads of layers strictly before this (n_layers, -1, None: all).
             return_labels: also return the labels.
-            incl_remainder: append "remainder", the stream entering `layer` minus the heads.
+            incl_remainder: append "remainder", resid_post of `layer - 1` minus the heads
+                (as TransformerLens: for layer 0, the last layer's output).
             pos_slice: positions to keep.
             apply_ln: scale with the cached scale of `layer`'s input norm.
         """
@@ -327,7 +330,7 @@ class CacheAnalysis:
             resid = pos_slice.apply(self._resid_into(0), dim=-2)
             stack = resid.new_zeros((0, *resid.shape))
         if incl_remainder:
-            resid = pos_slice.apply(self._resid_into(layer), dim=-2)
+            resid = pos_slice.apply(self._remainder_total(layer), dim=-2)
             stack = torch.cat([stack, (resid - stack.sum(dim=0))[None]])
             labels.append("remainder")
         if apply_ln:
@@ -387,7 +390,8 @@ class CacheAnalysis:
             layer: neurons of layers strictly before this (n_layers, -1, None: all).
             pos_slice, neuron_slice: positions and neurons to keep.
             return_labels: also return the labels.
-            incl_remainder: append "remainder", the stream entering `layer` minus the neurons.
+            incl_remainder: append "remainder", resid_post of `layer - 1` minus the
+                neurons (as TransformerLens: for layer 0, the last layer's output).
             apply_ln: scale with the cached scale of `layer`'s attention norm (ln1).
             project_output_onto: project each row (a 1-D projection drops the last dim).
         """
@@ -405,7 +409,7 @@ class CacheAnalysis:
         if ln_project:
             stack = stack / scale
         if incl_remainder:
-            total = pos_slice.apply(self._resid_into(layer), dim=-2)
+            total = pos_slice.apply(self._remainder_total(layer), dim=-2)
             if project is not None:
                 total = total @ project
             if ln_project:

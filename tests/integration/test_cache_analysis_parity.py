@@ -203,8 +203,9 @@ def test_pieces_sum_to_the_stream(setup):
         assert_close(
             cache.decompose_resid(layer).sum(0), cache["resid_pre", layer], SUM_ATOL, "pre"
         )
+    # As TransformerLens: at layer 0 the remainder is resid_post of layer -1 (the last).
     remainder = cache.stack_head_results(0, incl_remainder=True)
-    assert_close(remainder[-1], cache["resid_pre", 0], 0, "layer-0 remainder is the embedding")
+    assert_close(remainder[-1], cache["resid_post", -1], 0, "layer-0 remainder")
 
 
 def test_attributions_sum_to_logits(setup):
