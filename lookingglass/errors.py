@@ -38,6 +38,11 @@ class HookError(LookingGlassError, KeyError, ValueError):
     __str__ = Exception.__str__
 
 
+class HookSwitchedOffError(HookError, AssertionError):
+    """A hook on an optional hook point whose `use_*` flag is off (an AssertionError, as
+    TransformerLens's `check_hooks_to_add` raises)."""
+
+
 class CheckpointError(LookingGlassError, ValueError, OSError):
     """A checkpoint folder or file is missing, corrupt, or does not match the model."""
 

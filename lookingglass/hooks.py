@@ -208,6 +208,8 @@ class HookPoint(nn.Module):
             if not handle.active:
                 return None
             out = handle.user_hook(grad, hook=self)
+            if isinstance(out, tuple) and len(out) == 1:  # PyTorch's (grad,), as TL accepts
+                out = out[0]
             return None if out is None else self._checked(out, grad, handle.user_hook, "returned")
 
         return run
@@ -284,6 +286,7 @@ class HookedRootModule(CachingHooks, nn.Module):
             return [n for n in self.hook_dict if name(n)]
         if name in self.hook_dict:
             return [name]
+        self.check_hooks_to_add(None, name, None)  # a switched-off point: say which flag
         close = difflib.get_close_matches(name, list(self.hook_dict), n=5, cutoff=0.5)
         hint = f" Did you mean {close}?" if close else ""
         raise HookError(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from lookingglass.errors import HookError
+from lookingglass.errors import HookSwitchedOffError
 from lookingglass.hooks import HookPoint
 
 _FLAG_OF_SUFFIX = {
@@ -76,7 +76,7 @@ class HookFlags:
         check; such points normally do not exist here at all)."""
         for suffix, flag in _FLAG_OF_SUFFIX.items():
             if hook_point_name.endswith(suffix) and not getattr(self.cfg, flag):
-                raise HookError(
+                raise HookSwitchedOffError(
                     f"Cannot add hook {hook_point_name} if {flag} is False: call "
                     f"model.set_{flag}(True) first."
                 )
