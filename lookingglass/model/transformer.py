@@ -195,9 +195,10 @@ class HookedTransformer(
             residual = block(residual, context, entry)
         if stop_at_layer is not None:
             return residual
+        residual = self.ln_final(residual)  # run (and hooked) even for return_type=None, as TL
         if return_type is None:
             return None
-        logits = self.unembed(self.ln_final(residual))
+        logits = self.unembed(residual)
         if return_type == "logits":
             return logits
         if return_type not in ("loss", "both"):
