@@ -17,7 +17,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from lookingglass import utils
-from lookingglass.errors import InputError, NotSupportedError
+from lookingglass.errors import InputError
+from lookingglass.evals_mmlu import (
+    MMLU_ANSWER_LETTERS,
+    MMLU_SUBJECTS,
+    make_mmlu_data_loader,
+    mmlu_eval,
+)
 
 SANITY_CHECK_TEXT = (
     "Many important transition points in the history of science have been moments when "
@@ -84,79 +90,6 @@ def make_code_data_loader(tokenizer: Any, batch_size: int = 8) -> DataLoader:
     """10k Python files (CodeParrot), tokenized and packed (needs the hub dataset)."""
     return _hub_data_loader(tokenizer, batch_size, "NeelNanda/code-10k")
 
-
-# MMLU's 57 subjects and answer letters, as TransformerLens lists them.
-MMLU_SUBJECTS = [
-    "abstract_algebra",
-    "anatomy",
-    "astronomy",
-    "business_ethics",
-    "clinical_knowledge",
-    "college_biology",
-    "college_chemistry",
-    "college_computer_science",
-    "college_mathematics",
-    "college_medicine",
-    "college_physics",
-    "computer_security",
-    "conceptual_physics",
-    "econometrics",
-    "electrical_engineering",
-    "elementary_mathematics",
-    "formal_logic",
-    "global_facts",
-    "high_school_biology",
-    "high_school_chemistry",
-    "high_school_computer_science",
-    "high_school_european_history",
-    "high_school_geography",
-    "high_school_government_and_politics",
-    "high_school_macroeconomics",
-    "high_school_mathematics",
-    "high_school_microeconomics",
-    "high_school_physics",
-    "high_school_psychology",
-    "high_school_statistics",
-    "high_school_us_history",
-    "high_school_world_history",
-    "human_aging",
-    "human_sexuality",
-    "international_law",
-    "jurisprudence",
-    "logical_fallacies",
-    "machine_learning",
-    "management",
-    "marketing",
-    "medical_genetics",
-    "miscellaneous",
-    "moral_disputes",
-    "moral_scenarios",
-    "nutrition",
-    "philosophy",
-    "prehistory",
-    "professional_accounting",
-    "professional_law",
-    "professional_medicine",
-    "professional_psychology",
-    "public_relations",
-    "security_studies",
-    "sociology",
-    "us_foreign_policy",
-    "virology",
-    "world_religions",
-]
-MMLU_ANSWER_LETTERS = ["A", "B", "C", "D"]
-
-
-def make_mmlu_data_loader(*args: Any, **kwargs: Any) -> DataLoader:
-    """Not provided yet (TransformerLens's MMLU multiple-choice loader)."""
-    raise NotSupportedError(
-        "make_mmlu_data_loader/mmlu_eval are not provided by lookingglass yet; score the "
-        "answer letters' logits with model(prompts) on local MMLU data instead."
-    )
-
-
-mmlu_eval = make_mmlu_data_loader
 
 DATASET_NAMES = ["wiki", "owt", "pile", "code"]
 DATASET_LOADERS = [

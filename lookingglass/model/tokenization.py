@@ -328,7 +328,8 @@ class TokenizationMethods:
             single_token = int(single_token.item())
         hits = (tokens == single_token).nonzero().reshape(-1)
         if len(hits) == 0:
-            raise InputError(f"The token {single_token!r} does not occur in the prompt.")
+            # TransformerLens's exact message: code written for it matches on the string.
+            raise InputError("The token does not occur in the prompt")
         return int(hits[0] if mode == "first" else hits[-1])
 
 
