@@ -107,6 +107,8 @@ class HookPoint(nn.Module):
         self.ctx: dict[Any, Any] = {}
         # The hook's name from the root module's point of view, set by `setup()`.
         self.name: str | None = None
+        # TransformerLens's `enable_reshape`: hooks see `convert(x)`, results are reverted.
+        self.hook_conversion: Any = None
 
     def add_hook(
         self,
@@ -194,7 +196,7 @@ class HookPoint(nn.Module):
         """Run the forward hooks in order, each on the previous one's result; register the
         backward hooks on the result's gradient."""
         for handle in list(self.fwd_hooks):
-            out = handle.user_hook(x, hook=self)
+            out = self._call_user_hook(handle, x)
             if out is not None:
                 x = self._checked(out, x, handle.user_hook, "returned")
         if self.bwd_hooks and x.requires_grad:
@@ -202,14 +204,25 @@ class HookPoint(nn.Module):
                 x.register_hook(self._grad_hook(handle))
         return x
 
+    def enable_reshape(self, hook_conversion: Any = None) -> None:
+        """Hooks on this point see `hook_conversion.convert(x)`, and a tensor they return
+        goes through `hook_conversion.revert` (a TransformerLens `BaseTensorConversion`;
+        None switches it off)."""
+        self.hook_conversion = hook_conversion
+
+    def _call_user_hook(self, handle: LensHandle, x: Tensor, grad: bool = False) -> Any:
+        conversion = self.hook_conversion
+        out = handle.user_hook(x if conversion is None else conversion.convert(x), hook=self)
+        if grad and isinstance(out, tuple) and len(out) == 1:  # PyTorch's (grad,), as TL
+            out = out[0]
+        return out if out is None or conversion is None else conversion.revert(out)
+
     def _grad_hook(self, handle: LensHandle) -> Callable[[Tensor], Tensor | None]:
         def run(grad: Tensor) -> Tensor | None:
             # A backward pass after the context closed must not run a removed hook.
             if not handle.active:
                 return None
-            out = handle.user_hook(grad, hook=self)
-            if isinstance(out, tuple) and len(out) == 1:  # PyTorch's (grad,), as TL accepts
-                out = out[0]
+            out = self._call_user_hook(handle, grad, grad=True)
             return None if out is None else self._checked(out, grad, handle.user_hook, "returned")
 
         return run
