@@ -76,6 +76,11 @@ class SplicedHookPoint(HookPoint):
             self.partner.captured = x
             return x
         sae = self.sae
+        if x.shape[-1] != sae.cfg.out_dim:
+            raise HookError(
+                f"The SAE at '{self.name}' writes {sae.cfg.out_dim} numbers per position, but "
+                f"'{self.name}' has shape {tuple(x.shape)}: its d_in/d_out do not fit this hook."
+            )
         before = sae.use_error_term
         sae.use_error_term = self.use_error_term
         try:
@@ -85,11 +90,13 @@ class SplicedHookPoint(HookPoint):
                         f"Transcoder output '{self.name}' ran before its input "
                         f"'{sae.cfg.hook_name}': hook_name must come earlier in the model."
                     )
-                return sae.splice(self.captured, target=x)
-            return sae.splice(x)
+                out = sae.splice(self.captured, target=x)
+            else:
+                out = sae.splice(x)
         finally:
             sae.use_error_term = before
             self.captured = None
+        return out
 
 
 def _splices(model) -> dict[str, SplicedHookPoint]:
