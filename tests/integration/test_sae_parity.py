@@ -26,7 +26,6 @@ from lookingglass.sae import (
     load_sae,
     load_sparsity,
     run_with_cache_with_saes,
-    run_with_saes,
     save_sae,
 )
 

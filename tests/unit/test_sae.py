@@ -34,8 +34,8 @@ from lookingglass.sae import (
     reset_saes,
     run_with_cache_with_saes,
     run_with_saes,
-    save_sae,
     saes,
+    save_sae,
 )
 
 D_IN, D_SAE = 16, 40
