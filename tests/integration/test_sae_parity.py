@@ -6,9 +6,8 @@ hook names inside the SAE, the folder format both ways (a folder written by SAEL
 `run_with_saes` / `run_with_cache_with_saes` on a tiny model against SAELens's
 `HookedSAETransformer` (a TransformerLens 3.9 model with the same weights).
 
-sae-lens is not a dependency of the project: these tests run where `import sae_lens`
-works (e.g. `PYTHONPATH=<unpacked sae_lens wheel>:<its extra deps>`), and skip with that
-reason elsewhere. tests/unit/test_sae.py checks the same formulas without SAELens.
+sae-lens 6.54.12 is a test dependency (`scripts/setup.sh --dev`), pinned beside
+transformer-lens 3.9.0. tests/unit/test_sae.py checks the same formulas without SAELens.
 """
 
 from __future__ import annotations
@@ -29,16 +28,10 @@ from lookingglass.sae import (
     save_sae,
 )
 
-try:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import sae_lens
-        import transformer_lens
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    pytest.skip(
-        f"sae_lens is not importable here ({exc}); install sae-lens 6.x to compare with it",
-        allow_module_level=True,
-    )
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    import sae_lens
+    import transformer_lens
 
 TOL = 1e-6
 D_IN, D_SAE = 16, 48
