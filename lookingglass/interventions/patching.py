@@ -30,6 +30,7 @@ from lookingglass.interventions._variants import (
     DeclaredMetric,
     Edit,
     Variant,
+    check_clean_cache,
     declare_metric,
     run_variants,
 )
@@ -154,6 +155,12 @@ def generic_activation_patch(
         assert index_axis_names is None
         indices = [[int(value) for value in row] for row in index_df.itertuples(index=False)]
         out_shape = (len(indices),)
+    check_clean_cache(
+        model,
+        corrupted_tokens,
+        clean_cache,
+        {utils.get_act_name(activation_name, index[0]) for index in indices},
+    )
     variants = [
         _patch_variant(
             patch_setter, activation_name, index, clean_cache, corrupted_tokens.shape[-1]
@@ -305,6 +312,13 @@ def _sweeps(model, corrupted_tokens, clean_cache, metric, batch_size, names) -> 
     """Several specialized sweeps run as one batch of variants (one shared base run)."""
     n_pos = corrupted_tokens.shape[-1]
     variants, shapes = [], []
+    activations = {_SWEEPS[name][1] for name in names}
+    check_clean_cache(
+        model,
+        corrupted_tokens,
+        clean_cache,
+        {utils.get_act_name(a, layer) for a in activations for layer in range(model.cfg.n_layers)},
+    )
     for name in names:
         setter, activation_name, axes = _SWEEPS[name]
         ranges = [

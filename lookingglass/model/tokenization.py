@@ -20,6 +20,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from lookingglass.errors import InputError
+from lookingglass.model import validate
 
 PaddingSide = Literal["left", "right"]
 
@@ -83,16 +84,28 @@ def tokenize(
     return tokens, mask
 
 
-def to_string(tokenizer, tokens) -> str | list[str]:
+def to_string(tokenizer, tokens, d_vocab: int = 0) -> str | list[str]:
     """Decode ids as TransformerLens's `to_string`: an int, a 0-D or 1-D tensor, a list of
-    ids or an array gives a string; a 2-D tensor (or list of rows) a list of strings."""
+    ids or an array gives a string; a 2-D tensor (or list of rows) a list of strings.
+
+    Ids must lie in the tokenizer's vocabulary or below `d_vocab` (a model's padded
+    vocabulary, whose extra ids decode to '')."""
     tokenizer = require_tokenizer(tokenizer)
     if not isinstance(tokens, Tensor):
-        tokens = (
-            torch.tensor(tokens)
-            if not isinstance(tokens, list) or not tokens or not isinstance(tokens[0], Tensor)
-            else torch.stack(tokens)
-        )
+        try:
+            tokens = (
+                torch.tensor(tokens)
+                if not isinstance(tokens, list) or not tokens or not isinstance(tokens[0], Tensor)
+                else torch.stack(tokens)
+            )
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise InputError(
+                f"to_string takes token ids (an int, a list of ints, a tensor or an array), "
+                f"got {type(tokens).__name__}: {error}"
+            ) from error
+    if tokens.is_floating_point() or tokens.is_complex():
+        raise InputError(f"to_string takes integer token ids, got a {tokens.dtype} tensor.")
+    validate.token_range(tokens, max(len(tokenizer), d_vocab), "to_string's tokens")
     if tokens.dim() == 2:
         return [
             tokenizer.decode(row.tolist(), clean_up_tokenization_spaces=False) for row in tokens
@@ -251,6 +264,8 @@ class TokenizationMethods:
         return tokens if move_to_device else tokens.cpu()
 
     def _tokens_and_mask(self, input, prepend_bos, padding_side, truncate: bool = False):
+        validate.optional_bool("prepend_bos", prepend_bos)
+        validate.padding_side(padding_side)
         bos = self.cfg.default_prepend_bos if prepend_bos is None else prepend_bos
         side = padding_side or self.padding_side
         tokens, mask = tokenize(
@@ -262,7 +277,7 @@ class TokenizationMethods:
     def to_string(self, tokens: Any) -> str | list[str]:
         """Decode ids: a string for an int, a 0-D/1-D tensor, a list of ids or an array; a
         list of strings for a 2-D tensor."""
-        return to_string(self.tokenizer, tokens)
+        return to_string(self.tokenizer, tokens, self.cfg.d_vocab)
 
     def to_str_tokens(
         self,

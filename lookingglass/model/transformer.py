@@ -28,6 +28,7 @@ from lookingglass.errors import ConfigError, InputError
 from lookingglass.hooks import HookedRootModule, HookPoint
 from lookingglass.model import initialization
 from lookingglass.model import tokenization as tok
+from lookingglass.model import validate
 from lookingglass.model.attention import (
     Attention,
     AttentionContext,
@@ -161,27 +162,36 @@ class HookedTransformer(
                 the new keys, values and mask are appended unless it is frozen.
         """
         shortformer = self.cfg.positional_embedding_type == "shortformer"
+        validate.layer_range(start_at_layer, stop_at_layer, self.cfg.n_layers)
+        validate.optional_bool("prepend_bos", prepend_bos)
+        validate.padding_side(padding_side)
+        if return_type is not None:
+            validate.choice("return_type", return_type, ("logits", "loss", "both", None))
         if shortformer_pos_embed is not None and not shortformer:
             raise InputError(
                 "shortformer_pos_embed is for shortformer models; this model's "
                 f"positional_embedding_type is {self.cfg.positional_embedding_type!r}."
             )
-        if start_at_layer is None:
+        user_mask = attention_mask is not None
+        embedded = start_at_layer is None
+        if embedded:
             residual, tokens, shortformer_pos_embed, attention_mask = self.input_to_embed(
                 input, prepend_bos, padding_side, attention_mask, past_kv_cache
             )
             start_at_layer = 0
-        else:
-            if not isinstance(input, Tensor) or not input.is_floating_point():
-                raise InputError(
-                    "With start_at_layer, input is the residual stream [batch, pos, d_model] "
-                    "entering that layer (a float tensor)."
-                )
-            residual = input
         layers = list(enumerate(self.blocks))[start_at_layer:stop_at_layer]
         n_past = 0
         if past_kv_cache is not None:
             n_past = past_kv_cache[layers[0][0] if layers else 0].past_keys.shape[1]
+        if not embedded:
+            residual = validate.residual(input, self.cfg.d_model, self.cfg.n_ctx, n_past)
+            if user_mask:
+                mask_shape = (residual.shape[0], n_past + residual.shape[1])
+                attention_mask = validate.attention_mask(
+                    attention_mask, mask_shape, "the cached and new positions"
+                )
+        if user_mask:  # a row of padding alone (with the cache's positions) has no output
+            validate.mask_rows_have_tokens(attention_mask)
         context = self._context(residual.shape[:2], attention_mask, n_past, residual.device)
         if shortformer:
             # Positions are added to the queries' and keys' inputs only. After start_at_layer
@@ -260,6 +270,8 @@ class HookedTransformer(
             tokens = self._token_tensor(input)
         n_past = 0 if past_kv_cache is None else past_kv_cache[0].past_keys.shape[1]
         self._check_tokens(tokens, n_past)
+        if attention_mask is not None:
+            attention_mask = validate.attention_mask(attention_mask, tuple(tokens.shape))
         if attention_mask is None and string_mask is not None and bool((string_mask == 0).any()):
             attention_mask = string_mask
         side = padding_side or self.padding_side
@@ -331,17 +343,7 @@ class HookedTransformer(
         return n_past
 
     def _token_tensor(self, input: Any) -> Int[Tensor, "batch pos"]:
-        if not isinstance(input, Tensor):
-            raise InputError(
-                f"Expected a string, list of strings or token tensor, got {type(input).__name__}."
-            )
-        tokens = input if input.dim() == 2 else input.reshape(1, -1)
-        if tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
-            raise InputError(
-                f"Token ids must be an integer tensor, got {tokens.dtype}. To feed a residual "
-                "stream, pass start_at_layer=."
-            )
-        return tokens.to(self.W_E.device)
+        return validate.token_tensor(input, "input").to(self.W_E.device)
 
     def _context(self, shape, attention_mask, n_past: int, device) -> AttentionContext:
         """Positions and the attention mask for this pass; `attention_mask`, when given,
@@ -377,10 +379,7 @@ class HookedTransformer(
                 f"the model's context n_ctx is {self.cfg.n_ctx}. Shorten it, or tokenize with "
                 "model.to_tokens(..., truncate=True)."
             )
-        low, high = int(tokens.min()), int(tokens.max())
-        if low < 0 or high >= self.cfg.d_vocab:
-            bad = low if low < 0 else high
-            raise InputError(f"Token id {bad} is out of range for d_vocab={self.cfg.d_vocab}.")
+        validate.token_range(tokens, self.cfg.d_vocab, "input")
 
     # --------------------------------------------------------------- generation
     def generate(self, input: Any = "", max_new_tokens: int = 10, **kwargs: Any):
