@@ -179,8 +179,8 @@ def _save_activation(
             value = pos_slice.apply(value, dim=pos_dim)
         except IndexError as error:
             raise InputError(
-                f"pos_slice {pos_slice.slice!r} selects positions outside {hook.name}, which "
-                f"has {value.shape[pos_dim]} positions: {error}"
+                f"pos_slice {_shown(pos_slice)} selects positions outside {hook.name}, which "
+                f"has {value.shape[pos_dim]} positions ({error})."
             ) from error
     cache[hook.name + ("_grad" if is_backward else "")] = value
 
@@ -199,3 +199,8 @@ def _check_names_filter(names_filter: Any) -> None:
         "names_filter must be None (every hook), a hook name, a list of hook names, or a "
         f"function name -> bool; got {shown} ({type(names_filter).__name__})."
     )
+
+
+def _shown(pos_slice: Slice) -> str:
+    value = pos_slice.slice
+    return repr(value.tolist() if hasattr(value, "tolist") else value)

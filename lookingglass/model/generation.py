@@ -268,10 +268,20 @@ def _stop_tokens(model, stop_at_eos: bool, eos_token_id) -> tuple[list[int], int
                 "False (the model has no tokenizer EOS)."
             )
         eos_token_id = tokenizer_eos
-    stop = validate.token_ids("eos_token_id", eos_token_id, model.cfg.d_vocab)
+    d_vocab = model.cfg.d_vocab
     if not isinstance(eos_token_id, list | tuple | Tensor):
+        stop = validate.token_ids("eos_token_id", eos_token_id, d_vocab)
         return stop, stop[0]
-    return stop, tokenizer_eos if tokenizer_eos is not None else stop[0]
+    # In a list, an id the model cannot produce is harmless (TransformerLens accepts it),
+    # but one the model can produce must be there, and so must the id that pads.
+    stop = validate.token_ids("eos_token_id", eos_token_id, d_vocab=2**63 - 1)
+    padding = tokenizer_eos if tokenizer_eos is not None else stop[0]
+    if not any(i < d_vocab for i in stop) or padding >= d_vocab:
+        raise InputError(
+            f"eos_token_id {stop} has no id in the vocabulary [0, {d_vocab}) (or its first, "
+            "which pads ended rows, is outside it): generation could never stop."
+        )
+    return stop, padding
 
 
 def _output_logits_flag(generation_kwargs: dict[str, Any]) -> bool:

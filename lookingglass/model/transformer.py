@@ -26,9 +26,8 @@ from lookingglass import utils
 from lookingglass.config import ModelConfig
 from lookingglass.errors import ConfigError, InputError
 from lookingglass.hooks import HookedRootModule, HookPoint
-from lookingglass.model import initialization
+from lookingglass.model import initialization, validate
 from lookingglass.model import tokenization as tok
-from lookingglass.model import validate
 from lookingglass.model.attention import (
     Attention,
     AttentionContext,
@@ -172,7 +171,6 @@ class HookedTransformer(
                 "shortformer_pos_embed is for shortformer models; this model's "
                 f"positional_embedding_type is {self.cfg.positional_embedding_type!r}."
             )
-        user_mask = attention_mask is not None
         embedded = start_at_layer is None
         if embedded:
             residual, tokens, shortformer_pos_embed, attention_mask = self.input_to_embed(
@@ -185,13 +183,11 @@ class HookedTransformer(
             n_past = past_kv_cache[layers[0][0] if layers else 0].past_keys.shape[1]
         if not embedded:
             residual = validate.residual(input, self.cfg.d_model, self.cfg.n_ctx, n_past)
-            if user_mask:
+            if attention_mask is not None:
                 mask_shape = (residual.shape[0], n_past + residual.shape[1])
                 attention_mask = validate.attention_mask(
                     attention_mask, mask_shape, "the cached and new positions"
                 )
-        if user_mask:  # a row of padding alone (with the cache's positions) has no output
-            validate.mask_rows_have_tokens(attention_mask)
         context = self._context(residual.shape[:2], attention_mask, n_past, residual.device)
         if shortformer:
             # Positions are added to the queries' and keys' inputs only. After start_at_layer

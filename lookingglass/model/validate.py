@@ -76,7 +76,9 @@ def token_tensor(value: Any, name: str = "tokens") -> Int[Tensor, "batch pos"]:
             f"{type(value).__name__}."
         )
     if value.dtype not in _TOKEN_DTYPES:
-        hint = " To feed a residual stream, pass start_at_layer=." if value.is_floating_point() else ""
+        hint = (
+            " To feed a residual stream, pass start_at_layer=." if value.is_floating_point() else ""
+        )
         raise InputError(
             f"{name} must hold integer token ids (torch.long or torch.int32), got "
             f"{_describe(value)}. Convert with .long().{hint}"
@@ -99,8 +101,8 @@ def token_range(tokens: Tensor, d_vocab: int, name: str = "tokens") -> None:
     if low < 0 or high >= d_vocab:
         bad = low if low < 0 else high
         raise InputError(
-            f"{name} holds token id {bad}, outside the vocabulary [0, {d_vocab}) (d_vocab="
-            f"{d_vocab})."
+            f"Token id {bad} in {name} is outside the vocabulary: ids must be in "
+            f"[0, {d_vocab}) (d_vocab={d_vocab})."
         )
 
 
@@ -123,17 +125,6 @@ def attention_mask(mask: Any, shape: tuple[int, ...], what: str = "the tokens") 
                 f"attention_mask must hold only 0 (padding) and 1 (real token), got {value}."
             )
     return mask.long()
-
-
-def mask_rows_have_tokens(mask: Tensor) -> None:
-    """Every row of a (full) attention mask has at least one real token."""
-    empty = ~mask.bool().any(dim=-1)
-    if bool(empty.any()):
-        rows = empty.nonzero().flatten().tolist()
-        raise InputError(
-            f"attention_mask rows {rows} are all 0: such a row has no token to attend to "
-            "(its outputs would be meaningless). Drop the row or mark its tokens with 1."
-        )
 
 
 def layer_range(
