@@ -64,11 +64,14 @@ def tokenize(
 
     `max_length` truncates each row (after BOS) when given."""
     tokenizer = require_tokenizer(tokenizer)
-    texts = [text] if isinstance(text, str) else list(text)
-    if not texts:
+    texts = (
+        [text] if isinstance(text, str) else list(text) if isinstance(text, list | tuple) else None
+    )
+    if texts is not None and not texts:
         raise InputError("Got an empty list of strings; pass at least one string.")
-    if not all(isinstance(t, str) for t in texts):
-        raise InputError("Expected a string or a list of strings.")
+    if texts is None or not all(isinstance(t, str) for t in texts):
+        shown = type(text).__name__ if texts is None else [type(t).__name__ for t in texts][:5]
+        raise InputError(f"Expected a string or a list of strings, got {shown}.")
     rows = tokenizer(texts, add_special_tokens=False)["input_ids"]
     if prepend_bos:
         rows = [[bos_id(tokenizer), *row] for row in rows]
@@ -117,9 +120,17 @@ def to_string(tokenizer, tokens, d_vocab: int = 0) -> str | list[str]:
     return tokenizer.decode(tokens.reshape(-1).tolist(), clean_up_tokenization_spaces=False)
 
 
-def to_str_tokens(tokenizer, tokens: Tensor) -> list[str] | list[list[str]]:
-    """Each token decoded on its own: a list (1-D input) or a list of lists (2-D)."""
+def to_str_tokens(tokenizer, tokens: Tensor, d_vocab: int = 0) -> list[str] | list[list[str]]:
+    """Each token decoded on its own: a list (1-D input) or a list of lists (2-D). Ids
+    must be below the tokenizer's size or `d_vocab` (see `to_string`)."""
     tokenizer = require_tokenizer(tokenizer)
+    if tokens.dim() > 2 or tokens.is_floating_point():
+        raise InputError(
+            f"to_str_tokens takes integer token ids of at most 2 dimensions, got a "
+            f"{tokens.dtype} tensor of shape {tuple(tokens.shape)}."
+        )
+    validate.token_range(tokens, max(len(tokenizer), d_vocab), "to_str_tokens's tokens")
+    tokens = tokens[None] if tokens.dim() == 0 else tokens
     if tokens.dim() == 2:
         return [to_str_tokens(tokenizer, row) for row in tokens]
     return [tokenizer.decode([t], clean_up_tokenization_spaces=False) for t in tokens.tolist()]
@@ -296,8 +307,14 @@ class TokenizationMethods:
             tokens = torch.as_tensor(input).squeeze()
             tokens = tokens[None] if tokens.dim() == 0 else tokens
         else:
-            tokens = torch.tensor(input)
-        return to_str_tokens(self.tokenizer, tokens.cpu())
+            try:
+                tokens = torch.tensor(input)
+            except (TypeError, ValueError, RuntimeError) as error:
+                raise InputError(
+                    "to_str_tokens takes a string, a list of strings, token ids or a list of "
+                    f"token tensors, got {type(input).__name__}: {error}"
+                ) from error
+        return to_str_tokens(self.tokenizer, tokens.cpu(), self.cfg.d_vocab)
 
     def to_single_token(self, string: str) -> int:
         """The id of a string that is exactly one token."""

@@ -162,6 +162,7 @@ class HookedTransformer(
         """
         shortformer = self.cfg.positional_embedding_type == "shortformer"
         validate.layer_range(start_at_layer, stop_at_layer, self.cfg.n_layers)
+        validate.kv_cache(past_kv_cache, self.cfg)
         validate.optional_bool("prepend_bos", prepend_bos)
         validate.padding_side(padding_side)
         if return_type is not None:
@@ -180,9 +181,15 @@ class HookedTransformer(
         layers = list(enumerate(self.blocks))[start_at_layer:stop_at_layer]
         n_past = 0
         if past_kv_cache is not None:
-            n_past = past_kv_cache[layers[0][0] if layers else 0].past_keys.shape[1]
+            past_keys = past_kv_cache[layers[0][0] if layers else 0].past_keys
+            n_past = past_keys.shape[1]
         if not embedded:
             residual = validate.residual(input, self.cfg.d_model, self.cfg.n_ctx, n_past)
+            if n_past and past_keys.shape[0] != residual.shape[0]:
+                raise InputError(
+                    f"past_kv_cache holds batch size {past_keys.shape[0]}, the residual stream "
+                    f"{residual.shape[0]}."
+                )
             if attention_mask is not None:
                 mask_shape = (residual.shape[0], n_past + residual.shape[1])
                 attention_mask = validate.attention_mask(
@@ -228,6 +235,8 @@ class HookedTransformer(
                 f"attention_mask must have the same shape as tokens, got "
                 f"{tuple(attention_mask.shape)} and {tuple(tokens.shape)}."
             )
+        if not per_token:
+            _check_loss_has_targets(tokens, attention_mask)
         return utils.lm_cross_entropy_loss(
             logits, tokens.to(logits.device), attention_mask, per_token
         )
@@ -264,7 +273,7 @@ class HookedTransformer(
             tokens, string_mask = self._tokens_and_mask(input, prepend_bos, padding_side)
         else:
             tokens = self._token_tensor(input)
-        n_past = 0 if past_kv_cache is None else past_kv_cache[0].past_keys.shape[1]
+        n_past = self.get_pos_offset(past_kv_cache, tokens.shape[0])
         self._check_tokens(tokens, n_past)
         if attention_mask is not None:
             attention_mask = validate.attention_mask(attention_mask, tuple(tokens.shape))
@@ -335,7 +344,9 @@ class HookedTransformer(
             return 0
         cached_batch, n_past = past_kv_cache[0].past_keys.shape[:2]
         if n_past and cached_batch != batch_size:
-            raise InputError(f"The cache holds batch size {cached_batch}, the input {batch_size}.")
+            raise InputError(
+                f"past_kv_cache holds batch size {cached_batch}, the input {batch_size}."
+            )
         return n_past
 
     def _token_tensor(self, input: Any) -> Int[Tensor, "batch pos"]:
@@ -491,6 +502,22 @@ class HookedTransformer(
         from lookingglass.loading.hf_export import to_hf
 
         return to_hf(self)
+
+
+def _check_loss_has_targets(tokens: Tensor, attention_mask: Tensor | None) -> None:
+    """The mean loss averages over (position, next token) pairs of real tokens; with none
+    it would be 0/0 = NaN."""
+    if attention_mask is None:
+        n_targets = tokens.shape[0] * (tokens.shape[1] - 1)
+    else:
+        n_targets = int((attention_mask[:, :-1].bool() & attention_mask[:, 1:].bool()).sum())
+    if n_targets == 0:
+        raise InputError(
+            "The loss has no token to predict: it needs two consecutive real tokens (a "
+            f"position and the token after it), got tokens of shape {tuple(tokens.shape)}"
+            + ("." if attention_mask is None else " and an attention_mask without such a pair.")
+            + " Use loss_per_token=True for per-position losses."
+        )
 
 
 def _on_meta_device() -> bool:

@@ -219,3 +219,24 @@ def choice(name: str, value: Any, allowed: Iterable[Any]) -> Any:
     if value not in allowed:
         raise InputError(f"{name} must be one of {list(allowed)}, got {_describe(value)}.")
     return value
+
+
+def kv_cache(cache: Any, cfg: Any) -> None:
+    """A `TransformerLensKeyValueCache` made for a model with this config: one entry per
+    layer, keys `[batch, pos, n_kv_heads, d_head]`."""
+    from lookingglass.model.kv_cache import TransformerLensKeyValueCache
+
+    if cache is None:
+        return
+    if not isinstance(cache, TransformerLensKeyValueCache):
+        raise InputError(
+            "past_kv_cache must be a TransformerLensKeyValueCache (make one with "
+            f"TransformerLensKeyValueCache.init_cache(model.cfg)), got {type(cache).__name__}."
+        )
+    head_shape = (cfg.n_kv_heads, cfg.d_head)
+    if len(cache.entries) != cfg.n_layers or tuple(cache[0].past_keys.shape[2:]) != head_shape:
+        raise InputError(
+            f"past_kv_cache was made for another model: it has {len(cache.entries)} layers of "
+            f"keys shaped {tuple(cache[0].past_keys.shape[2:]) if cache.entries else ()} per "
+            f"position, this model {cfg.n_layers} layers of {head_shape} (n_kv_heads, d_head)."
+        )
