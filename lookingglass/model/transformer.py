@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
 from lookingglass import utils
@@ -45,6 +45,10 @@ from lookingglass.model.weights import _TL_BUFFERS, WeightProcessing, WeightProp
 
 ReturnType = Literal["logits", "loss", "both"] | None
 TextOrTokens = str | list[str] | Int[Tensor, "batch pos"] | Int[Tensor, " pos"]
+# 1 for real tokens, 0 for padding, in any dtype (checked by `validate.attention_mask`).
+AttentionMask = (
+    Int[Tensor, "batch mask_pos"] | Bool[Tensor, "batch mask_pos"] | Float[Tensor, "batch mask_pos"]
+)
 
 
 class Output(NamedTuple):
@@ -133,7 +137,7 @@ class HookedTransformer(
         start_at_layer: int | None = None,
         tokens: Int[Tensor, "batch pos"] | None = None,
         shortformer_pos_embed: Float[Tensor, "batch pos d_model"] | None = None,
-        attention_mask: Int[Tensor, "batch mask_pos"] | None = None,
+        attention_mask: AttentionMask | None = None,
         stop_at_layer: int | None = None,
         past_kv_cache: TransformerLensKeyValueCache | None = None,
     ) -> Any:
@@ -246,7 +250,7 @@ class HookedTransformer(
         input: TextOrTokens,
         prepend_bos: bool | None = None,
         padding_side: tok.PaddingSide | None = None,
-        attention_mask: Int[Tensor, "batch pos"] | None = None,
+        attention_mask: AttentionMask | None = None,
         past_kv_cache: TransformerLensKeyValueCache | None = None,
     ) -> tuple[
         Float[Tensor, "batch pos d_model"],

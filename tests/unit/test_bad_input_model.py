@@ -9,6 +9,7 @@ meaningfully still works (second table)."""
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 
@@ -276,9 +277,10 @@ BAD = [
 
 @pytest.mark.parametrize("case, call, fragment", BAD, ids=[case for case, _, _ in BAD])
 def test_a_bad_argument_gets_an_error_naming_it(model, case, call, fragment):
-    with pytest.raises(rejected(InputError), match=fragment) as caught:
+    with pytest.raises(rejected(InputError)) as caught:
         call(model)
     if isinstance(caught.value, LookingGlassError):  # not the optional jaxtyping check
+        assert re.search(fragment, str(caught.value)), (fragment, str(caught.value))
         assert isinstance(caught.value, ValueError | AssertionError)
 
 
