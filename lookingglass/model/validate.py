@@ -117,7 +117,14 @@ def attention_mask(mask: Any, shape: tuple[int, ...], what: str = "the tokens") 
             f"attention_mask must have the shape of {what}, {tuple(shape)} ([batch, pos]), "
             f"got {tuple(mask.shape)}."
         )
-    if mask.dtype != torch.bool:
+    if mask.dtype == torch.bool or mask.numel() == 0:
+        return mask.long()
+    if not mask.is_floating_point():  # one reduction; the element-wise test only on failure
+        low, high = torch.aminmax(mask)
+        ok = 0 <= int(low) and int(high) <= 1
+    else:
+        ok = False
+    if not ok:
         bad = (mask != 0) & (mask != 1)
         if bool(bad.any()):
             value = mask[bad][0].item()
