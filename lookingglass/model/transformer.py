@@ -8,7 +8,8 @@ TransformerLens-compatible surface (`input_to_embed`, `start_at_layer`/`stop_at_
 
 Where we differ from TransformerLens on purpose: a batch of strings that needed padding
 always gets its attention mask (TransformerLens drops it for right padding, so its loss
-counts the padding); invalid inputs raise `InputError` instead of asserting.
+counts the padding); invalid inputs raise `InputError` instead of asserting, or of
+answering silently (the checks are in `validate.py`).
 """
 
 from __future__ import annotations
@@ -165,12 +166,10 @@ class HookedTransformer(
                 the new keys, values and mask are appended unless it is frozen.
         """
         shortformer = self.cfg.positional_embedding_type == "shortformer"
-        validate.layer_range(start_at_layer, stop_at_layer, self.cfg.n_layers)
-        validate.kv_cache(past_kv_cache, self.cfg)
-        validate.optional_bool("prepend_bos", prepend_bos)
-        validate.padding_side(padding_side)
-        if return_type is not None:
-            validate.choice("return_type", return_type, ("logits", "loss", "both", None))
+        validate.forward_options(
+            self.cfg, start_at_layer, stop_at_layer, past_kv_cache, prepend_bos, padding_side,
+            return_type,
+        )  # fmt: skip
         if shortformer_pos_embed is not None and not shortformer:
             raise InputError(
                 "shortformer_pos_embed is for shortformer models; this model's "
@@ -188,12 +187,10 @@ class HookedTransformer(
             past_keys = past_kv_cache[layers[0][0] if layers else 0].past_keys
             n_past = past_keys.shape[1]
         if not embedded:
-            residual = validate.residual(input, self.cfg.d_model, self.cfg.n_ctx, n_past)
-            if n_past and past_keys.shape[0] != residual.shape[0]:
-                raise InputError(
-                    f"past_kv_cache holds batch size {past_keys.shape[0]}, the residual stream "
-                    f"{residual.shape[0]}."
-                )
+            cached_batch = past_keys.shape[0] if n_past else None
+            residual = validate.residual(
+                input, self.cfg.d_model, self.cfg.n_ctx, n_past, cached_batch
+            )
             if attention_mask is not None:
                 mask_shape = (residual.shape[0], n_past + residual.shape[1])
                 attention_mask = validate.attention_mask(

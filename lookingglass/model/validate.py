@@ -160,10 +160,10 @@ def layer_range(
 
 
 def residual(
-    value: Any, d_model: int, n_ctx: int, n_past: int = 0
+    value: Any, d_model: int, n_ctx: int, n_past: int = 0, cached_batch: int | None = None
 ) -> Float[Tensor, "batch pos d_model"]:
     """The residual stream given with `start_at_layer`: float `[batch, pos, d_model]`
-    that fits the context with the `n_past` cached positions."""
+    that fits the context with the `n_past` cached positions (of `cached_batch` rows)."""
     if not isinstance(value, Tensor) or not value.is_floating_point():
         got = _describe(value) if isinstance(value, Tensor) else type(value).__name__
         raise InputError(
@@ -179,6 +179,10 @@ def residual(
         raise InputError(
             f"The residual stream has {value.shape[1]} positions (plus {n_past} cached), more "
             f"than the model's context n_ctx={n_ctx}."
+        )
+    if cached_batch is not None and cached_batch != value.shape[0]:
+        raise InputError(
+            f"past_kv_cache holds batch size {cached_batch}, the residual stream {value.shape[0]}."
         )
     return value
 
@@ -247,3 +251,22 @@ def kv_cache(cache: Any, cfg: Any) -> None:
             f"keys shaped {tuple(cache[0].past_keys.shape[2:]) if cache.entries else ()} per "
             f"position, this model {cfg.n_layers} layers of {head_shape} (n_kv_heads, d_head)."
         )
+
+
+def forward_options(
+    cfg: Any,
+    start_at_layer: Any,
+    stop_at_layer: Any,
+    past_kv_cache: Any,
+    bos: Any,
+    side: Any,
+    return_type: Any,
+) -> None:
+    """`forward`'s arguments other than the input and the mask (checked where their
+    shapes are known); `bos` and `side` are `prepend_bos` and `padding_side`."""
+    layer_range(start_at_layer, stop_at_layer, cfg.n_layers)
+    kv_cache(past_kv_cache, cfg)
+    optional_bool("prepend_bos", bos)
+    padding_side(side)
+    if return_type is not None:
+        choice("return_type", return_type, ("logits", "loss", "both"))
