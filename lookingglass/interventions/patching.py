@@ -25,6 +25,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from lookingglass import utils
+from lookingglass.errors import InputError
 from lookingglass.interventions._variants import (
     BaseRun,
     DeclaredMetric,
@@ -98,6 +99,13 @@ _PATCHED_POSITION = {
     layer_head_pos_pattern_patch_setter: (2, 2),
     layer_head_dest_src_pos_pattern_patch_setter: (2, 2),
 }
+
+
+_KNOWN_SETTERS = (
+    *_PATCHED_POSITION,
+    layer_head_vector_patch_setter,
+    layer_head_pattern_patch_setter,
+)
 
 
 # ------------------------------------------------------------------- generic patch
@@ -193,6 +201,14 @@ def _patch_variant(
     layer = index[0]
     name = utils.get_act_name(activation_name, layer)
     clean = clean_cache[name]
+    if setter in _KNOWN_SETTERS:
+        try:  # on an empty batch: checks the index against the activation's shape, for free
+            setter(clean[:0].clone(), index, clean[:0])
+        except IndexError as error:
+            raise InputError(
+                f"Patch index {list(index)} is out of range for {name} of shape "
+                f"{tuple(clean.shape)} ({error})."
+            ) from error
     if setter not in _PATCHED_POSITION:
         # A setter we do not know may touch any position: compute them all.
         return Variant((Edit(name, layer, lambda rows, p0: setter(rows, index, clean)),), 0)

@@ -363,3 +363,51 @@ def test_demo_with_an_empty_prompt_exits_2_with_the_reason():
     )
     assert result.returncode == 2
     assert "--prompt" in result.stderr and "empty" in result.stderr
+
+
+def _path(m, receivers="resid_final", senders=((0, 1),), clean=TOKENS, **kwargs):
+    from lookingglass.interventions.path_patching import path_patch
+
+    metric = kwargs.pop("metric", lambda logits: logits[:, -1, 0].mean())
+    return path_patch(m, clean, TOKENS, list(senders), receivers, metric, **kwargs)
+
+
+PATH_AND_INDEX = [
+    ("path clean tokens longer", lambda m: _path(m, clean=torch.randint(1, 300, (2, 8))),
+     r"Clean tokens \(2, 8\).*\(2, 6\)"),
+    ("path sender not a pair", lambda m: _path(m, senders=[5]), r"sender head.*pair.*got 5"),
+    ("path sender beyond", lambda m: _path(m, senders=[(5, 1)]), r"sender head \(5, 1\)"),
+    ("path receiver 5", lambda m: _path(m, receivers=[5]), r"receiver.*got 5"),
+    ("path receiver_positions 99", lambda m: _path(m, (1, 0), receiver_positions=[99]),
+     r"receiver_positions \[99\].*6 positions"),
+    ("path metric vector", lambda m: _path(m, metric=lambda logits: logits[:, -1, 0]),
+     r"patching_metric.*\(2,\)"),
+    ("index_df position 99",
+     lambda m: _indexed(m, patching.layer_pos_patch_setter, "resid_pre", 99),
+     r"Patch index \[0, 99\].*hook_resid_pre"),
+    ("index_df head 99", lambda m: _indexed(m, patching.layer_head_vector_patch_setter, "z", 99),
+     r"Patch index \[0, 99\].*hook_z.*\(2, 6, 4, 16\)"),
+]  # fmt: skip
+
+
+def _indexed(m, setter, activation, second):
+    import pandas as pd
+
+    _, cache = m.run_with_cache(TOKENS)
+    index_df = pd.DataFrame([(0, second)], columns=["layer", "index"])
+    metric = lambda logits: logits.sum()  # noqa: E731
+    return patching.generic_activation_patch(
+        m, TOKENS, cache, metric, setter, activation, index_df=index_df
+    )
+
+
+@pytest.mark.parametrize(
+    "case, call, fragment", PATH_AND_INDEX, ids=[c for c, _, _ in PATH_AND_INDEX]
+)
+def test_path_patching_and_patch_indices_name_what_is_wrong(model, case, call, fragment):
+    with pytest.raises(InputError, match=fragment):
+        call(model)
+
+
+def test_a_single_receiver_tuple_and_negative_positions_work(model):
+    assert math.isfinite(_path(model, (1, 0), receiver_positions=[-1]))
