@@ -20,6 +20,7 @@ import torch
 
 from lookingglass.errors import LookingGlassError
 from lookingglass.interventions import attribution_patching, patching
+from lookingglass.interventions.path_patching import path_patch
 from lookingglass.model.kv_cache import TransformerLensKeyValueCache as KV
 from tests._helpers import make_model, make_tokenizer, one_cpu_thread, rejected
 
@@ -108,6 +109,10 @@ def _pools(V: int) -> dict[str, tuple[list, list]]:
             [lambda logits: logits[:, -1], lambda logits: "x", lambda logits: None],
         ),
         "shape": ([(2, 5), (1, 5)], [(2, 7), (2, 4), (3, 5)]),
+        "senders": ([[(0, 1)], [(1, 2), (0, 0)]], [[5], [(5, 1)], [(0, 1.5)]]),
+        "receivers": (["resid_final", (1, 0), [(1, 2, "q"), "logits"]],
+                      ["bogus", [5], [(1, 0, "x")], []]),
+        "receiver_positions": ([None, [-1], [0, 2]], [[99], [-7]]),
         "past_kv_cache": (
             [lambda m, b: None, lambda m, b: None, lambda m, b: KV.init_cache(m.cfg, batch_size=b),
              lambda m, b: _filled_cache(m, b)],
@@ -253,6 +258,21 @@ def _call_patching(model, pick: Picker):
     return patch(model, corrupted_tokens, cache, pick("metric"))
 
 
+def _call_path_patching(model, pick: Picker):
+    corrupted = pick.rng.choice(pick.pools["shape"][0])
+    clean = pick("shape") if pick.coin(0.2) else corrupted
+    return path_patch(
+        model,
+        torch.randint(1, 300, clean),
+        torch.randint(1, 300, corrupted),
+        pick("senders"),
+        pick("receivers"),
+        pick("metric"),
+        freeze_mlps=pick.coin(),
+        receiver_positions=pick("receiver_positions"),
+    )
+
+
 ENTRY_POINTS = {
     "forward": _call_forward,
     "run_with_cache": _call_run_with_cache,
@@ -261,6 +281,7 @@ ENTRY_POINTS = {
     "to_string": _call_to_string,
     "to_str_tokens": _call_to_str_tokens,
     "patching": _call_patching,
+    "path_patching": _call_path_patching,
 }
 
 
