@@ -37,7 +37,7 @@ from torch import Tensor
 from lookingglass import utils
 from lookingglass.config import ModelConfig
 from lookingglass.errors import CheckpointError, ConfigError, InputError
-from lookingglass.loading import gguf, registry
+from lookingglass.loading import checks, gguf, registry
 from lookingglass.loading.converters import converter_for
 from lookingglass.loading.converters._common import check_state_dict
 from lookingglass.loading.processing import LAYER_NORMS, process_weights, step_applies
@@ -66,16 +66,43 @@ def load_checkpoint(folder: str | Path) -> tuple[dict[str, Any], dict[str, Tenso
     """Read `config.json` and every weight tensor of a checkpoint folder.
 
     Looks for, in order: `model.safetensors.index.json` (sharded), `model.safetensors`,
-    `pytorch_model.bin.index.json` (sharded), `pytorch_model.bin`.
+    `pytorch_model.bin.index.json` (sharded), `pytorch_model.bin`. A shard named in an
+    index, or a weight file that is a link, must resolve to a file inside the folder.
 
     Returns:
         `(config dict, state dict)` with the checkpoint's own key names, on the CPU.
 
     Raises:
         CheckpointError: no config or weights, an unreadable or corrupt file (named),
-            a shard missing, or a key in two shards.
+            a shard missing or outside the folder, or a key in two shards.
     """
     folder = Path(folder)
+    hf_config = read_config(folder)
+    readers = {SAFETENSORS: _read_safetensors, TORCH_BIN: _read_torch}
+    return hf_config, _read_files(_weight_files(folder), lambda path, kind: readers[kind](path))
+
+
+def load_checkpoint_shapes(folder: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """As `load_checkpoint`, but the tensors are on the meta device: names, shapes and
+    dtypes only. Safetensors files are read from their headers alone (no weight data);
+    `pytorch_model.bin` files are memory-mapped, then dropped."""
+    folder = Path(folder)
+    hf_config = read_config(folder)
+
+    def read(path: Path, kind: str) -> dict[str, Tensor]:
+        if kind == SAFETENSORS:
+            return checks.meta_tensors(path)
+        return {name: t.to("meta") for name, t in _read_torch(path).items()}
+
+    return hf_config, _read_files(_weight_files(folder), read)
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    """The `config.json` dict of a checkpoint folder.
+
+    Raises:
+        CheckpointError: no folder, no `config.json`, or not a JSON object.
+    """
     if not folder.is_dir():
         raise CheckpointError(f"Checkpoint folder {folder} does not exist.")
     config_path = folder / CONFIG
@@ -85,31 +112,49 @@ def load_checkpoint(folder: str | Path) -> tuple[dict[str, Any], dict[str, Tenso
         hf_config = json.loads(config_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CheckpointError(f"{config_path} is not valid JSON: {error}.") from error
-    for index, single, read in (
-        (SAFETENSORS_INDEX, SAFETENSORS, _read_safetensors),
-        (TORCH_BIN_INDEX, TORCH_BIN, _read_torch),
-    ):
+    if not isinstance(hf_config, dict):
+        raise CheckpointError(
+            f"{config_path} holds a JSON {type(hf_config).__name__}, not an object of fields."
+        )
+    return hf_config
+
+
+def _weight_files(folder: Path) -> list[tuple[str, Path, str]]:
+    """`(name as listed, path, kind)` for every weight file of the folder, in reading
+    order; `kind` is `SAFETENSORS` or `TORCH_BIN`. Each path stays inside the folder."""
+    for index, single in ((SAFETENSORS_INDEX, SAFETENSORS), (TORCH_BIN_INDEX, TORCH_BIN)):
         if (folder / index).is_file():
-            return hf_config, _read_shards(folder / index, read)
+            return [(s, p, single) for s, p in _shards(folder / index)]
         if (folder / single).is_file():
-            return hf_config, read(folder / single)
+            path = checks.inside_folder(folder, single, "a link in the folder")
+            return [(single, path, single)]
     raise CheckpointError(
         f"No weights in {folder}: expected {SAFETENSORS} (or {SAFETENSORS_INDEX} with its "
         f"shards) or {TORCH_BIN}. Found: {_listing(folder)}."
     )
 
 
-def _read_shards(index_path: Path, read: Callable[[Path], dict[str, Tensor]]) -> dict[str, Tensor]:
+def _shards(index_path: Path) -> list[tuple[str, Path]]:
+    """The shards a `*.index.json` lists, each checked to lie inside its folder."""
     try:
-        weight_map: dict[str, str] = json.loads(index_path.read_text())["weight_map"]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
-        raise CheckpointError(f"{index_path} is not a valid shard index: {error!r}.") from error
-    state_dict: dict[str, Tensor] = {}
-    for shard in sorted(set(weight_map.values())):
-        path = index_path.parent / shard
+        weight_map = json.loads(index_path.read_text())["weight_map"]
+        shards = sorted(set(weight_map.values()), key=str)
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{index_path} is not a valid shard index: {e!r}.") from e
+    source = f"the weight_map of {index_path.name}"
+    paths = [(s, checks.inside_folder(index_path.parent, s, source)) for s in shards]
+    for shard, path in paths:
         if not path.is_file():
             raise CheckpointError(f"Shard {shard} listed in {index_path.name} is missing.")
-        tensors = read(path)
+    return paths
+
+
+def _read_files(
+    files: list[tuple[str, Path, str]], read: Callable[[Path, str], dict[str, Tensor]]
+) -> dict[str, Tensor]:
+    state_dict: dict[str, Tensor] = {}
+    for shard, path, kind in files:
+        tensors = read(path, kind)
         twice = sorted(set(tensors) & set(state_dict))
         if twice:
             raise CheckpointError(f"Keys {twice[:10]} occur in {shard} and in another shard.")
@@ -191,7 +236,10 @@ def resolve(name_or_path: str | Path, revision: str | None = None) -> Path:
 
 
 def _download(repo_id: str, revision: str | None) -> Path:
-    from huggingface_hub import snapshot_download  # only needed when downloading
+    # Only needed when downloading.
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.constants import HF_HUB_CACHE
+    from huggingface_hub.errors import LocalEntryNotFoundError
 
     common = [CONFIG, *TOKENIZER_FILES]
     try:
@@ -210,6 +258,13 @@ def _download(repo_id: str, revision: str | None) -> Path:
                     allow_patterns=[*common, TORCH_BIN, TORCH_BIN_INDEX, "pytorch_model-*.bin"],
                 )
             )
+    except LocalEntryNotFoundError as error:  # offline, or the Hub could not be reached
+        raise CheckpointError(
+            f"{repo_id!r} is not in the local Hugging Face cache ({HF_HUB_CACHE}) and the "
+            "Hub could not be reached (offline, or HF_HUB_OFFLINE=1). Download it once where "
+            "there is a network (`hf download " + repo_id + "`), or pass the path of a local "
+            "folder holding its config.json and weights: from_pretrained('/path/to/folder')."
+        ) from error
     except Exception as error:
         raise CheckpointError(
             f"{repo_id!r} is not a local folder and could not be downloaded from the Hugging "
@@ -278,14 +333,20 @@ def from_pretrained(
             str(name_or_path), checkpoint_index, checkpoint_value
         )
     folder = resolve(name_or_path, revision)
-    hf_config, checkpoint = load_checkpoint(folder)
+    # Config against weights from the headers first: a mismatch fails before any
+    # weight is read or anything is built.
+    hf_config, shapes = load_checkpoint_shapes(folder)
     overrides = {**cfg_overrides, "dtype": dtype}
     if default_prepend_bos is None:  # a converted GGUF file: as its tokenizer says
         default_prepend_bos = gguf.default_prepend_bos(hf_config)
     if default_prepend_bos is not None:
         overrides["default_prepend_bos"] = default_prepend_bos
     device = str(device if device is not None else utils.get_device())
-    cfg, sd = _to_our_layout(hf_config, checkpoint, overrides, _source_name(name_or_path))
+    name = _source_name(name_or_path)
+    _to_our_layout(hf_config, shapes, overrides, name)
+    del shapes
+    hf_config, checkpoint = load_checkpoint(folder)
+    cfg, sd = _to_our_layout(hf_config, checkpoint, overrides, name)
     del checkpoint  # the state dict now holds the only references (mostly views)
 
     norm = cfg.normalization_type
@@ -320,11 +381,13 @@ def _to_our_layout(
     """Config and state dict in our layout, from a native or a Hugging Face checkpoint."""
     if NATIVE_KEY in hf_config:
         cfg = ModelConfig.from_dict({**hf_config[NATIVE_KEY], **overrides})
+        checks.check_layer_count(cfg.n_layers, checkpoint, name)
         check_state_dict(checkpoint, _expected_shapes(cfg), f"in {name}")
         return cfg, checkpoint
     converter = converter_for(hf_config)
     naming = {"model_name": name.split("/")[-1], "tokenizer_name": name}
     cfg = converter.config_from_hf(hf_config, **{**naming, **overrides})
+    checks.check_layer_count(cfg.n_layers, checkpoint, name)
     return cfg, converter.state_dict_from_hf(checkpoint, cfg, hf_config)
 
 
