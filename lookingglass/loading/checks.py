@@ -42,8 +42,8 @@ _DTYPES = {
     "F8_E5M2": torch.float8_e5m2,
 }
 # The block index in a tensor name: `h.3.` (GPT-2 line), `layers.3.` (Llama line, NeoX,
-# OPT's `decoder.layers.3.`), `blocks.3.` (lookingglass's own format).
-_LAYER = re.compile(r"(?:^|\.)(?:h|layers|blocks)\.(\d+)\.")
+# OPT's `decoder.layers.3.`), `layer.3.` (BERT), `blocks.3.` (lookingglass's own format).
+_LAYER = re.compile(r"(?:^|\.)(?:h|layers|layer|blocks)\.(\d+)\.")
 
 
 def inside_folder(folder: Path, entry: object, source: str) -> Path:

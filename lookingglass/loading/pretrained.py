@@ -108,6 +108,7 @@ def read_config(folder: Path) -> dict[str, Any]:
     config_path = folder / CONFIG
     if not config_path.is_file():
         raise CheckpointError(f"No {CONFIG} in {folder} (found: {_listing(folder)}).")
+    checks.inside_folder(folder, CONFIG, "a link in the folder")
     try:
         hf_config = json.loads(config_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -441,8 +442,11 @@ def _expected_shapes(
 
 
 def _load_tokenizer(folder: Path) -> Any:
-    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+    present = [name for name in TOKENIZER_FILES if (folder / name).is_file()]
+    if not present:
         return None
+    for name in present:
+        checks.inside_folder(folder, name, "a link in the folder")
     try:
         return transformers.AutoTokenizer.from_pretrained(folder)
     except Exception as error:

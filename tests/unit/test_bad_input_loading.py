@@ -21,6 +21,7 @@ import transformers
 from lookingglass.config import ModelConfig
 from lookingglass.errors import CheckpointError, ConfigError, UnsupportedArchitectureError
 from lookingglass.loading import pretrained
+from lookingglass.loading.encoder import from_pretrained_encoder
 from lookingglass.loading.pretrained import from_pretrained
 from tests.conftest import save_gpt2_checkpoint
 
@@ -48,6 +49,23 @@ def llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("llama")
     torch.manual_seed(0)
     transformers.LlamaForCausalLM(transformers.LlamaConfig(**TINY_LLAMA)).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random BERT masked language model (2 layers), no tokenizer."""
+    folder = tmp_path_factory.mktemp("bert")
+    config = transformers.BertConfig(
+        vocab_size=50,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=16,
+    )
+    torch.manual_seed(0)
+    transformers.BertForMaskedLM(config).save_pretrained(folder)
     return folder
 
 
@@ -128,14 +146,14 @@ def test_a_shard_outside_the_folder_is_refused(
         pretrained.load_checkpoint(folder)
 
 
-def test_a_weight_file_linking_outside_the_folder_is_refused(
-    gpt2_dir, tmp_path, nothing_is_read_or_built
-):
+@pytest.mark.parametrize("name", ["model.safetensors", "config.json", "tokenizer.json"])
+def test_a_file_linking_outside_the_folder_is_refused(gpt2_dir, tmp_path, monkeypatch, name):
     folder = _copy(gpt2_dir, tmp_path / "model")
-    outside = tmp_path / "outside.safetensors"
-    os.replace(folder / "model.safetensors", outside)
-    os.symlink(outside, folder / "model.safetensors")
-    with pytest.raises(CheckpointError, match="outside the checkpoint folder"):
+    outside = tmp_path / f"outside-{name}"
+    os.replace(folder / name, outside)
+    os.symlink(outside, folder / name)
+    monkeypatch.setattr(pretrained.transformers.AutoTokenizer, "from_pretrained", pytest.fail)
+    with pytest.raises(CheckpointError, match=f"'{name}' .* outside the checkpoint folder"):
         from_pretrained(folder, device="cpu")
 
 
@@ -227,6 +245,25 @@ def test_a_config_that_disagrees_with_its_weights_fails_before_loading(
     _edit_config(folder, **changes)
     with pytest.raises(error, match=message):
         from_pretrained(folder, device="cpu")
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "message"),
+    [
+        (dict(num_hidden_layers=9000), CheckpointError, "n_layers=9000, but its weights hold 2"),
+        (dict(hidden_size=64), CheckpointError, "Shape mismatches"),
+        (dict(architectures="BertForMaskedLM"), ConfigError, "'architectures' must be a list"),
+        (dict(architectures=[{"a": 1}]), ConfigError, "'architectures' must be a list"),
+    ],
+)
+def test_an_encoder_config_that_disagrees_with_its_weights_fails_before_loading(
+    bert_dir, tmp_path, monkeypatch, changes, error, message
+):
+    folder = _copy(bert_dir, tmp_path / "model")
+    _edit_config(folder, **changes)
+    monkeypatch.setattr(pretrained, "_read_safetensors", pytest.fail)
+    with pytest.raises(error, match=message):
+        from_pretrained_encoder(folder, device="cpu")
 
 
 def test_a_native_checkpoint_with_a_wrong_layer_count_fails_before_loading(

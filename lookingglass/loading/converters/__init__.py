@@ -61,16 +61,9 @@ def converter_for(hf_config: Mapping[str, Any]) -> ModuleType:
         ConfigError: `architectures` is not a list of strings (e.g. a bare string).
         UnsupportedArchitectureError: no name is known, listing the supported families.
     """
-    architectures = hf_config.get("architectures")
-    if architectures is not None and not (
-        isinstance(architectures, list) and all(isinstance(a, str) for a in architectures)
-    ):
-        raise ConfigError(
-            f"config.json field 'architectures' must be a list of architecture names, e.g. "
-            f'["GPT2LMHeadModel"]; got {architectures!r}. Supported: {_supported()}.'
-        )
+    architectures = architectures_of(hf_config, _supported())
     model_type = hf_config.get("model_type")
-    names = [*(architectures or []), model_type]
+    names = [*architectures, model_type]
     for name in names:
         if isinstance(name, str) and name in CONVERTERS:
             return CONVERTERS[name]
@@ -83,6 +76,24 @@ def converter_for(hf_config: Mapping[str, Any]) -> ModuleType:
         f"{', '.join(repr(n) for n in names if n is not None)} (from config.json's "
         "'architectures' and 'model_type')"
     )
+
+
+def architectures_of(hf_config: Mapping[str, Any], supported: str) -> list[str]:
+    """The `architectures` list of a `config.json` dict ([] when absent).
+
+    Raises:
+        ConfigError: it is not a list of strings (e.g. a bare string), naming the field
+            and `supported` (what the caller loads).
+    """
+    architectures = hf_config.get("architectures")
+    if architectures is None:
+        return []
+    if not (isinstance(architectures, list) and all(isinstance(a, str) for a in architectures)):
+        raise ConfigError(
+            f"config.json field 'architectures' must be a list of architecture names, e.g. "
+            f'["GPT2LMHeadModel"]; got {architectures!r}. Supported: {supported}.'
+        )
+    return architectures
 
 
 def converter_for_architecture(architecture: str) -> ModuleType:
