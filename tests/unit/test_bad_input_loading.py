@@ -20,7 +20,7 @@ import transformers
 
 from lookingglass.config import ModelConfig
 from lookingglass.errors import CheckpointError, ConfigError, UnsupportedArchitectureError
-from lookingglass.loading import pretrained
+from lookingglass.loading import pretrained, reading
 from lookingglass.loading.encoder import from_pretrained_encoder
 from lookingglass.loading.pretrained import from_pretrained
 from tests.conftest import save_gpt2_checkpoint
@@ -102,7 +102,7 @@ def nothing_is_read_or_built(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("weights were read or a model was built before the check")
 
-    monkeypatch.setattr(pretrained, "_read_safetensors", refuse)
+    monkeypatch.setattr(reading, "_read_safetensors", refuse)
     monkeypatch.setattr(pretrained, "_meta_model", refuse)
 
 
@@ -261,7 +261,7 @@ def test_an_encoder_config_that_disagrees_with_its_weights_fails_before_loading(
 ):
     folder = _copy(bert_dir, tmp_path / "model")
     _edit_config(folder, **changes)
-    monkeypatch.setattr(pretrained, "_read_safetensors", pytest.fail)
+    monkeypatch.setattr(reading, "_read_safetensors", pytest.fail)
     with pytest.raises(error, match=message):
         from_pretrained_encoder(folder, device="cpu")
 
@@ -274,7 +274,7 @@ def test_a_native_checkpoint_with_a_wrong_layer_count_fails_before_loading(
     config = json.loads((folder / "config.json").read_text())
     config["lookingglass_config"]["n_layers"] = 9000
     (folder / "config.json").write_text(json.dumps(config))
-    monkeypatch.setattr(pretrained, "_read_safetensors", pytest.fail)
+    monkeypatch.setattr(reading, "_read_safetensors", pytest.fail)
     monkeypatch.setattr(pretrained, "_meta_model", pytest.fail)
     with pytest.raises(CheckpointError, match="n_layers=9000, but its weights hold 2"):
         from_pretrained(folder, device="cpu")
