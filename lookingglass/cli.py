@@ -61,6 +61,15 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(args.model, args.prompt, args.out)
 
 
+def _nonempty_text(value: str) -> str:
+    """An argparse type: text with at least one non-space character."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError(
+            "must not be empty; leave --prompt out to use the built-in prompt"
+        )
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (subcommands register themselves here)."""
     parser = argparse.ArgumentParser(prog="lookingglass", description=__doc__)
@@ -75,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MODEL,
         help=f"a model name or folder (default {DEFAULT_MODEL}; toy: lookingglass-attn2)",
     )
-    demo.add_argument("--prompt", default=None)
+    demo.add_argument(
+        "--prompt", default=None, type=_nonempty_text, help="text to analyze (default: built in)"
+    )
     demo.add_argument("--out", default="reports/demo.html")
     demo.set_defaults(func=_demo)
     from lookingglass.bench.cli import add_experiments_parser

@@ -170,8 +170,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         resolve_transformerlens_fields(self)
-        for name in ("n_layers", "d_model", "n_ctx", "d_head"):
-            _check_positive_int(name, getattr(self, name))
+        _check_numbers(self, ("n_layers", "d_model", "n_ctx", "d_head"))  # n_heads needs them
         if self.n_heads == -1:
             if self.d_model % self.d_head:
                 raise ConfigError(
@@ -179,9 +178,6 @@ class ModelConfig:
                     f"of d_head={self.d_head}; pass n_heads explicitly."
                 )
             object.__setattr__(self, "n_heads", self.d_model // self.d_head)
-        _check_positive_int("n_heads", self.n_heads)
-        if self.d_vocab != -1:
-            _check_positive_int("d_vocab", self.d_vocab)
         if self.d_vocab_out == -1:
             object.__setattr__(self, "d_vocab_out", self.d_vocab)
         if self.attn_only:
@@ -189,7 +185,6 @@ class ModelConfig:
         else:
             if self.d_mlp is None:
                 object.__setattr__(self, "d_mlp", 4 * self.d_model)
-            _check_positive_int("d_mlp", self.d_mlp)
             _check_choice("act_fn", self.act_fn, ACT_FNS)
         _check_choice("normalization_type", self.normalization_type, NORMALIZATION_TYPES)
         _check_choice(
@@ -200,26 +195,24 @@ class ModelConfig:
         _check_choice("attention_score", self.attention_score, ATTENTION_SCORE_TYPES)
         _check_choice("norm_placement", self.norm_placement, NORM_PLACEMENTS)
         _check_choice("qk_norm_scope", self.qk_norm_scope, ("head", "all_heads"))
-        self._validate_variants()
-        if self.attention_score == "correlation":
-            _check_positive_int("correlation_max_lag", self.correlation_max_lag)
-        if self.n_key_value_heads is not None:
-            _check_positive_int("n_key_value_heads", self.n_key_value_heads)
-            if self.n_heads % self.n_key_value_heads:
-                raise ConfigError(
-                    f"n_heads={self.n_heads} must be a multiple of "
-                    f"n_key_value_heads={self.n_key_value_heads}."
-                )
+        if self.positional_embedding_type == "rotary" and self.rotary_dim is None:
+            object.__setattr__(self, "rotary_dim", self.d_head)
         if self.attn_scale == -1.0:
             scale = math.sqrt(self.d_head) if self.use_attn_scale else 1.0
             object.__setattr__(self, "attn_scale", scale)
         if self.init_range == -1.0:  # TransformerLens: a gain of 1 for the other init modes
             default = 0.8 / math.sqrt(self.d_model) if self.init_mode == "gpt2" else 1.0
             object.__setattr__(self, "init_range", default)
+        _check_numbers(self)
+        self._validate_variants()
+        if self.n_key_value_heads is not None:
+            if self.n_heads % self.n_key_value_heads:
+                raise ConfigError(
+                    f"n_heads={self.n_heads} must be a multiple of "
+                    f"n_key_value_heads={self.n_key_value_heads}."
+                )
         if isinstance(self.dtype, str):
             object.__setattr__(self, "dtype", _dtype_from_str(self.dtype))
-        if self.eps <= 0:
-            raise ConfigError(f"eps must be positive, got {self.eps}.")
         if self.default_prepend_bos not in (True, False):
             raise ConfigError(
                 f"default_prepend_bos must be True or False, got {self.default_prepend_bos!r}."
@@ -231,9 +224,6 @@ class ModelConfig:
 
     def _validate_variants(self) -> None:
         if self.positional_embedding_type == "rotary":
-            if self.rotary_dim is None:
-                object.__setattr__(self, "rotary_dim", self.d_head)
-            _check_positive_int("rotary_dim", self.rotary_dim)
             if self.rotary_dim % 2 or self.rotary_dim > self.d_head:
                 raise ConfigError(
                     f"rotary_dim={self.rotary_dim} must be even and <= d_head={self.d_head}."
@@ -258,13 +248,9 @@ class ModelConfig:
                 _check_choice("attn_types entry", t, ("global", "local"))
             if "local" in self.attn_types and self.window_size is None:
                 raise ConfigError("attn_types has 'local' layers but window_size is not set.")
-        if self.window_size is not None:
-            _check_positive_int("window_size", self.window_size)
         if (self.num_experts is None) != (self.experts_per_token is None):
             raise ConfigError("num_experts and experts_per_token must be set together.")
         if self.num_experts is not None:
-            _check_positive_int("num_experts", self.num_experts)
-            _check_positive_int("experts_per_token", self.experts_per_token)
             if self.experts_per_token > self.num_experts:
                 raise ConfigError("experts_per_token cannot exceed num_experts.")
         grouped = self.n_key_value_heads not in (None, self.n_heads)
@@ -432,6 +418,64 @@ _HASH_IGNORED = (
     "yarn_global_attn_only",
     "use_attention_sinks",
 )
+
+
+# What each numeric field must be, checked in one place (`_check_numbers`).
+# Sizes: field -> largest accepted value. Each is a positive integer; the bound is far
+# above any real model, so that a typo or a hostile config.json (ten million layers)
+# fails at once instead of exhausting memory while the model is built. None (for the
+# optional ones) means "not used"; d_vocab -1 means "not known yet".
+_SIZES: dict[str, int] = {
+    "n_layers": 10_000,
+    "d_model": 2**20,
+    "n_ctx": 2**26,
+    "d_head": 2**16,
+    "n_heads": 2**16,
+    "d_mlp": 2**24,
+    "d_vocab": 2**24,
+    "d_vocab_out": 2**24,
+    "n_key_value_heads": 2**16,
+    "rotary_dim": 2**16,
+    "window_size": 2**26,
+    "num_experts": 2**16,
+    "experts_per_token": 2**16,
+    "correlation_max_lag": 2**16,
+}
+_OPTIONAL_SIZES = {"d_mlp", "n_key_value_heads", "rotary_dim", "window_size", "num_experts"}
+_OPTIONAL_SIZES |= {"experts_per_token"}
+_UNKNOWN_VOCAB = {"d_vocab": -1, "d_vocab_out": -1}
+# Real numbers: field -> (rule, test); every one must also be finite.
+_REALS: dict[str, tuple[str, Any]] = {
+    "eps": ("positive", lambda x: x > 0),
+    "attn_scale": ("positive", lambda x: x > 0),
+    "init_range": ("non-negative", lambda x: x >= 0),
+    "rotary_base": ("positive", lambda x: x > 0),
+    "attn_scores_soft_cap": ("positive, or -1 for none", lambda x: x > 0 or x == -1),
+    "output_logits_soft_cap": ("positive, or -1 for none", lambda x: x > 0 or x == -1),
+}
+
+
+def _check_numbers(cfg: ModelConfig, names: tuple[str, ...] | None = None) -> None:
+    """Check numeric fields (`names`, default all in `_SIZES` and `_REALS`) against
+    their rules, raising `ConfigError` naming the first bad field."""
+    for name in names if names is not None else (*_SIZES, *_REALS):
+        value = getattr(cfg, name)
+        if name in _REALS:
+            rule, test = _REALS[name]
+            real = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not (real and math.isfinite(value) and test(value)):
+                raise ConfigError(f"{name} must be a finite number, {rule}; got {value!r}.")
+            continue
+        if (value is None and name in _OPTIONAL_SIZES) or value == _UNKNOWN_VOCAB.get(name):
+            continue
+        if name == "correlation_max_lag" and cfg.attention_score != "correlation":
+            continue
+        _check_positive_int(name, value)
+        if value > _SIZES[name]:
+            raise ConfigError(
+                f"{name}={value} is larger than any real model's (the limit is "
+                f"{_SIZES[name]}); check the config (for a checkpoint, its config.json)."
+            )
 
 
 def _check_positive_int(name: str, value: Any) -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from lookingglass.errors import HookError
+from lookingglass.errors import HookError, InputError
 from lookingglass.utils import Slice, SliceInput
 
 if TYPE_CHECKING:
@@ -141,6 +141,7 @@ class CachingHooks:
         return out, ActivationCache(cache, self, has_batch_dim=not remove_batch_dim)
 
     def _filtered_names(self, names_filter: NamesFilter) -> list[str]:
+        _check_names_filter(names_filter)
         if names_filter is None:
             return list(self.hook_dict)
         if isinstance(names_filter, str):
@@ -174,5 +175,32 @@ def _save_activation(
         value = value[0]
     pos_dim = -3 if hook.name.endswith(_HEAD_ACTIVATIONS) else -2
     if tensor.dim() >= -pos_dim:
-        value = pos_slice.apply(value, dim=pos_dim)
+        try:
+            value = pos_slice.apply(value, dim=pos_dim)
+        except IndexError as error:
+            raise InputError(
+                f"pos_slice {_shown(pos_slice)} selects positions outside {hook.name}, which "
+                f"has {value.shape[pos_dim]} positions ({error})."
+            ) from error
     cache[hook.name + ("_grad" if is_backward else "")] = value
+
+
+def _check_names_filter(names_filter: Any) -> None:
+    """A names filter is None (every hook), a hook name, a predicate, or a list, tuple or
+    set of hook names."""
+    if names_filter is None or isinstance(names_filter, str) or callable(names_filter):
+        return
+    if isinstance(names_filter, list | tuple | set | frozenset) and all(
+        isinstance(name, str) for name in names_filter
+    ):
+        return
+    shown = f"{names_filter!r}"[:80]
+    raise InputError(
+        "names_filter must be None (every hook), a hook name, a list of hook names, or a "
+        f"function name -> bool; got {shown} ({type(names_filter).__name__})."
+    )
+
+
+def _shown(pos_slice: Slice) -> str:
+    value = pos_slice.slice
+    return repr(value.tolist() if hasattr(value, "tolist") else value)

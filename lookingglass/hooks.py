@@ -306,7 +306,7 @@ class HookedRootModule(CachingHooks, nn.Module):
             f"Unknown hook name '{name}'.{hint} Hook names look like "
             "'blocks.0.attn.hook_pattern'; `model.hook_dict.keys()` lists them all. Some "
             "hook points exist only when switched on (use_attn_result, use_split_qkv_input, "
-            "use_hook_mlp_in, use_attn_in)."
+            "use_normalized_qkv_input, use_hook_mlp_in, use_attn_in)."
         )
 
     def check_hooks_to_add(
@@ -450,7 +450,9 @@ class HookedRootModule(CachingHooks, nn.Module):
         return self._enable_hooks_for_points(self.hook_dict.items(), name, hook, dir)
 
     def _enable_hook_with_name(self, name: str, hook: HookFn, dir: Literal["fwd", "bwd"]) -> Any:
-        module = self.mod_dict.get(name)
+        # hook_dict first: a wrapper such as HookedAutoModel names its hook points apart
+        # from its modules; mod_dict reaches any other module with an add_hook.
+        module = self.hook_dict.get(name) or self.mod_dict.get(name)
         if module is None or not hasattr(module, "add_hook"):
             self.resolve_hook_names(name)  # raises, naming close matches
         return module.add_hook(hook, dir=dir, level=self.context_level)

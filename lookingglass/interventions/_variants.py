@@ -21,8 +21,10 @@ Everything goes through the model's public forward (`start_at_layer`, `stop_at_l
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from jaxtyping import Float, Int
@@ -295,7 +297,13 @@ def evaluate_metric(
     logits = logits.view(n_variants, batch, *logits.shape[1:])
     if metric.batched:
         values = metric.fn(_full_logits(metric, logits, n_pos, p0, base_logits))
-        return torch.as_tensor(values, dtype=torch.float32).detach().cpu().reshape(n_variants)
+        values = torch.as_tensor(values, dtype=torch.float32).detach().cpu()
+        if values.numel() != n_variants:
+            raise InputError(
+                f"A batched patching_metric must return one value per variant, [{n_variants}], "
+                f"got shape {tuple(values.shape)}."
+            )
+        return values.reshape(n_variants)
     values = [
         metric.fn(_full_logits(metric, logits[i], n_pos, p0, base_logits))
         for i in range(n_variants)
@@ -322,5 +330,50 @@ def _full_logits(
     return full
 
 
-def _scalar(value: Tensor | float) -> float:
-    return value.item() if isinstance(value, Tensor) else float(value)
+def _scalar(value: Any) -> float:
+    if isinstance(value, Tensor) and value.numel() == 1:
+        return value.item()
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    shown = f"a tensor of shape {tuple(value.shape)}" if isinstance(value, Tensor) else repr(value)
+    raise InputError(
+        f"patching_metric must return a scalar (a number or a one-element tensor), got "
+        f"{shown[:80]}. Reduce it (e.g. .mean()), or declare a batched metric with "
+        "declare_metric(fn, batched=True)."
+    )
+
+
+@torch.no_grad()
+def check_clean_cache(model, corrupted_tokens: Tensor, clean_cache, hook_names) -> None:
+    """Each clean activation must be there and be shaped as the corrupted run's (the same
+    model, prompts of the same length; a batch of 1 broadcasts). The reference shapes
+    come from one row of the corrupted run, up to the last block patched."""
+    names = sorted(set(hook_names))
+    clean = {}
+    for name in names:
+        try:
+            clean[name] = clean_cache[name]
+        except KeyError:
+            raise InputError(
+                f"clean_cache has no activation {name!r}: cache the clean run with this model "
+                f"(n_layers={model.cfg.n_layers}) and that hook (names_filter)."
+            ) from None
+    layers = [int(n.split(".")[1]) for n in names if n.startswith("blocks.")]
+    stop = None if not layers or max(layers) + 1 >= model.cfg.n_layers else max(layers) + 1
+    _, reference = model.run_with_cache(
+        corrupted_tokens[:1] if corrupted_tokens.dim() == 2 else corrupted_tokens,
+        names_filter=names,
+        return_type=None,
+        stop_at_layer=stop,
+        return_cache_object=False,
+    )
+    batch = corrupted_tokens.shape[0] if corrupted_tokens.dim() == 2 else 1
+    for name in names:
+        got, want = tuple(clean[name].shape), tuple(reference[name].shape)
+        if got[1:] != want[1:] or got[0] not in (1, batch):
+            raise InputError(
+                f"clean_cache[{name!r}] has shape {got}, but the corrupted run's is "
+                f"{(batch, *want[1:])}: the clean cache must come from this model, on prompts "
+                f"of the corrupted tokens' length ({corrupted_tokens.shape[-1]} tokens) and "
+                "batch size."
+            )

@@ -32,6 +32,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from lookingglass import utils
+from lookingglass.errors import InputError
 from lookingglass.interventions._variants import DeclaredMetric
 
 Metric = Callable[[Float[Tensor, "batch pos d_vocab"]], Tensor] | DeclaredMetric
@@ -75,8 +76,10 @@ def _metric_value(metric: Metric, logits: Tensor) -> Tensor:
     else:
         value = metric(logits)
     if not isinstance(value, Tensor) or value.numel() != 1:
-        raise TypeError(
-            "Attribution patching needs a metric returning a scalar tensor of the logits."
+        shown = f"shape {tuple(value.shape)}" if isinstance(value, Tensor) else repr(value)[:60]
+        raise InputError(
+            "Attribution patching needs a patching_metric returning a one-element tensor "
+            f"computed from the logits (so it has a gradient), got {shown}."
         )
     return value.reshape(())
 
@@ -93,7 +96,25 @@ def attribution_patch(
     the dimensions a patch replaces together (see the `get_attr_patch_*` functions)."""
     names = [utils.get_act_name(activation_name, layer) for layer in range(model.cfg.n_layers)]
     _, acts, grads = gradients(model, corrupted_tokens, patching_metric, names)
+    for n in names:
+        _check_same_shape(clean_cache, n, acts[n])
     return torch.stack([((clean_cache[n] - acts[n]) * grads[n]).sum(0) for n in names])
+
+
+def _check_same_shape(clean_cache, name: str, corrupted: Tensor) -> None:
+    """The clean activation exists and is shaped as the corrupted run's (batch 1 broadcasts)."""
+    try:
+        clean = clean_cache[name]
+    except KeyError:
+        raise InputError(
+            f"clean_cache has no activation {name!r}: cache the clean run with this model."
+        ) from None
+    if clean.shape[1:] != corrupted.shape[1:] or clean.shape[0] not in (1, corrupted.shape[0]):
+        raise InputError(
+            f"clean_cache[{name!r}] has shape {tuple(clean.shape)}, but the corrupted run's is "
+            f"{tuple(corrupted.shape)}: the clean cache must come from this model, on prompts "
+            "of the corrupted tokens' length and batch size."
+        )
 
 
 def _specialized(name: str, activation_name: str, sum_dims: tuple[int, ...], shape: str):

@@ -25,11 +25,13 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from lookingglass import utils
+from lookingglass.errors import InputError
 from lookingglass.interventions._variants import (
     BaseRun,
     DeclaredMetric,
     Edit,
     Variant,
+    check_clean_cache,
     declare_metric,
     run_variants,
 )
@@ -99,6 +101,13 @@ _PATCHED_POSITION = {
 }
 
 
+_KNOWN_SETTERS = (
+    *_PATCHED_POSITION,
+    layer_head_vector_patch_setter,
+    layer_head_pattern_patch_setter,
+)
+
+
 # ------------------------------------------------------------------- generic patch
 def make_df_from_ranges(column_max_ranges: Sequence[int], column_names: Sequence[str]):
     """A pandas DataFrame of every index tuple in the ranges, last column fastest."""
@@ -154,6 +163,12 @@ def generic_activation_patch(
         assert index_axis_names is None
         indices = [[int(value) for value in row] for row in index_df.itertuples(index=False)]
         out_shape = (len(indices),)
+    check_clean_cache(
+        model,
+        corrupted_tokens,
+        clean_cache,
+        {utils.get_act_name(activation_name, index[0]) for index in indices},
+    )
     variants = [
         _patch_variant(
             patch_setter, activation_name, index, clean_cache, corrupted_tokens.shape[-1]
@@ -186,6 +201,14 @@ def _patch_variant(
     layer = index[0]
     name = utils.get_act_name(activation_name, layer)
     clean = clean_cache[name]
+    if setter in _KNOWN_SETTERS:
+        try:  # on an empty batch: checks the index against the activation's shape, for free
+            setter(clean[:0].clone(), index, clean[:0])
+        except IndexError as error:
+            raise InputError(
+                f"Patch index {list(index)} is out of range for {name} of shape "
+                f"{tuple(clean.shape)} ({error})."
+            ) from error
     if setter not in _PATCHED_POSITION:
         # A setter we do not know may touch any position: compute them all.
         return Variant((Edit(name, layer, lambda rows, p0: setter(rows, index, clean)),), 0)
@@ -305,6 +328,13 @@ def _sweeps(model, corrupted_tokens, clean_cache, metric, batch_size, names) -> 
     """Several specialized sweeps run as one batch of variants (one shared base run)."""
     n_pos = corrupted_tokens.shape[-1]
     variants, shapes = [], []
+    activations = {_SWEEPS[name][1] for name in names}
+    check_clean_cache(
+        model,
+        corrupted_tokens,
+        clean_cache,
+        {utils.get_act_name(a, layer) for a in activations for layer in range(model.cfg.n_layers)},
+    )
     for name in names:
         setter, activation_name, axes = _SWEEPS[name]
         ranges = [

@@ -113,10 +113,18 @@ def path_patch_sweep(
 
 def _parse_receivers(model, receivers: Receivers) -> tuple[list[tuple[int, int, str]], bool]:
     """Receiver heads as (layer, head, "q"/"k"/"v"), and whether the final residual is one."""
-    if isinstance(receivers, str):
-        receivers = [receivers]
+    if isinstance(receivers, str) or (
+        isinstance(receivers, tuple) and receivers and isinstance(receivers[0], int)
+    ):
+        receivers = [receivers]  # one receiver
     heads, final = [], False
     for receiver in receivers:
+        if not isinstance(receiver, str | tuple | list) or not (
+            isinstance(receiver, str) or 2 <= len(receiver) <= 3
+        ):
+            raise InputError(
+                f"A receiver is 'resid_final' or (layer, head[, 'qkv']), got {receiver!r}."
+            )
         if isinstance(receiver, str):
             if receiver not in FINAL_RESIDUAL:
                 raise InputError(
@@ -138,6 +146,12 @@ def _parse_receivers(model, receivers: Receivers) -> tuple[list[tuple[int, int, 
 
 
 def _check_head(model, head: Head, role: str) -> None:
+    if not (
+        isinstance(head, tuple | list)
+        and len(head) == 2
+        and all(isinstance(i, int) and not isinstance(i, bool) for i in head)
+    ):
+        raise InputError(f"A {role} head is a (layer, head) pair of ints, got {head!r}.")
     layer, index = head
     if not (0 <= layer < model.cfg.n_layers and 0 <= index < model.cfg.n_heads):
         raise InputError(
@@ -181,6 +195,12 @@ def _path_patch_values(
     frozen = _Frozen(model, base.tokens, corrupted_tokens, freeze_mlps)
     positions = None
     if receiver_positions is not None:
+        outside = [p for p in receiver_positions if not -n_pos <= p < n_pos]
+        if outside:
+            raise InputError(
+                f"receiver_positions {outside} are outside the {n_pos} positions of the tokens "
+                f"(allowed: -{n_pos} .. {n_pos - 1})."
+            )
         positions = torch.tensor(sorted({p % n_pos for p in receiver_positions}), dtype=torch.long)
     records = [{} for _ in live]
     step1 = [

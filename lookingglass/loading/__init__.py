@@ -3,6 +3,8 @@
 * `registry`: known names and aliases, models shipped in the package, and registered
   GGUF models from other packages (`smollm2-135m`).
 * `pretrained`: `from_pretrained` (local folder, alias, GGUF file or Hub id), `save_pretrained`.
+* `reading` (+ `checks`): a checkpoint folder's config and weights (or their shapes alone),
+  never a file outside the folder; a config checked against its weights before loading.
 * `gguf` (+ `gguf_tokenizer`): GGUF files (llama.cpp's format), converted once into a
   cached Hugging Face Llama folder.
 * `converters/`: one file per Hugging Face family, mapping configs and weight names.
@@ -18,7 +20,7 @@ from typing import Any
 _EXPORTS = {
     "from_pretrained": "pretrained",
     "list_models": "registry",
-    "load_checkpoint": "pretrained",
+    "load_checkpoint": "reading",
     "process_weights": "processing",
     "resolve": "pretrained",
     "save_hf": "hf_export",

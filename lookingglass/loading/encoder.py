@@ -23,8 +23,8 @@ from torch import Tensor
 from lookingglass import utils
 from lookingglass.config import ModelConfig
 from lookingglass.errors import ConfigError, InputError, UnsupportedArchitectureError
-from lookingglass.loading import pretrained
-from lookingglass.loading.converters import bert
+from lookingglass.loading import checks, pretrained
+from lookingglass.loading.converters import architectures_of, bert
 from lookingglass.loading.converters._common import check_state_dict
 from lookingglass.model.encoder import HookedEncoder, init_parameters
 
@@ -84,11 +84,16 @@ def from_pretrained_encoder(
     else:
         name = BERT_MODELS.get(name.lower(), name)
         folder = pretrained.resolve(name, revision)
-        hf_config, checkpoint = pretrained.load_checkpoint(folder)
+        # Config against the weights' headers first: a mismatch fails before any read.
+        hf_config, checkpoint = pretrained.load_checkpoint_shapes(folder)
     _check_architecture(hf_config, name)
     naming = {"model_name": name.split("/")[-1], "tokenizer_name": name}
     cfg = bert.config_from_hf(hf_config, **{**naming, **cfg_overrides, "dtype": dtype})
+    checks.check_layer_count(cfg.n_layers, checkpoint, name)
     sd = bert.state_dict_from_hf(checkpoint, cfg, hf_config)
+    if folder is not None:
+        hf_config, checkpoint = pretrained.load_checkpoint(folder)
+        sd = bert.state_dict_from_hf(checkpoint, cfg, hf_config)
     target = str(device if device is not None else utils.get_device())
     target = target if move_to_device else "cpu"
     cfg = cfg.replace(device=target)
@@ -99,7 +104,7 @@ def from_pretrained_encoder(
 
 
 def _check_architecture(hf_config: dict[str, Any], name: str) -> None:
-    architectures = hf_config.get("architectures") or []
+    architectures = architectures_of(hf_config, ", ".join(bert.ARCHITECTURES))
     if hf_config.get("model_type") == bert.MODEL_TYPE and (
         not architectures or set(architectures) & set(bert.ARCHITECTURES)
     ):

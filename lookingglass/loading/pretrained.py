@@ -2,14 +2,15 @@
 
 Data flow of `from_pretrained`:
 
-    name or folder --resolve--> folder --load_checkpoint--> (config.json dict, tensors)
+    name or folder --resolve--> folder --load_checkpoint_shapes--> (config dict, shapes)
+        --converter, on shapes only--> config checked against the weights (nothing read)
+        --load_checkpoint--> (config.json dict, tensors)
         --converter--> (ModelConfig, state dict in our layout, views of the tensors)
         --process_weights--> processed state dict --assign--> model built on "meta"
 
 The model is built on the meta device and takes the loaded tensors as its parameters
 (`load_state_dict(assign=True)`), so loading needs about one copy of the weights.
-Safetensors is read first; `pytorch_model.bin` only with `torch.load(weights_only=True)`,
-which never runs code from the file.
+Reading the folder (and refusing files outside it) is `loading.reading`.
 
 Native format (`save_pretrained`): `config.json` holding `{"lookingglass_config":
 ModelConfig.to_dict()}`, `model.safetensors` with our key names, and the tokenizer files.
@@ -18,13 +19,12 @@ ModelConfig.to_dict()}`, `model.safetensors` with our key names, and the tokeniz
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,17 +37,23 @@ from torch import Tensor
 from lookingglass import utils
 from lookingglass.config import ModelConfig
 from lookingglass.errors import CheckpointError, ConfigError, InputError
-from lookingglass.loading import gguf, registry
+from lookingglass.loading import checks, gguf, registry
 from lookingglass.loading.converters import converter_for
 from lookingglass.loading.converters._common import check_state_dict
 from lookingglass.loading.processing import LAYER_NORMS, process_weights, step_applies
+from lookingglass.loading.reading import (
+    CONFIG,
+    SAFETENSORS,
+    SAFETENSORS_INDEX,
+    TORCH_BIN,
+    TORCH_BIN_INDEX,
+    load_checkpoint,
+    load_checkpoint_shapes,
+)
 
 if TYPE_CHECKING:
     from lookingglass.model.transformer import HookedTransformer
 
-CONFIG = "config.json"
-SAFETENSORS, SAFETENSORS_INDEX = "model.safetensors", "model.safetensors.index.json"
-TORCH_BIN, TORCH_BIN_INDEX = "pytorch_model.bin", "pytorch_model.bin.index.json"
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -59,104 +65,6 @@ TOKENIZER_FILES = (
 )
 NATIVE_KEY = "lookingglass_config"
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
-
-
-# ---------------------------------------------------------------------------- reading
-def load_checkpoint(folder: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """Read `config.json` and every weight tensor of a checkpoint folder.
-
-    Looks for, in order: `model.safetensors.index.json` (sharded), `model.safetensors`,
-    `pytorch_model.bin.index.json` (sharded), `pytorch_model.bin`.
-
-    Returns:
-        `(config dict, state dict)` with the checkpoint's own key names, on the CPU.
-
-    Raises:
-        CheckpointError: no config or weights, an unreadable or corrupt file (named),
-            a shard missing, or a key in two shards.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise CheckpointError(f"Checkpoint folder {folder} does not exist.")
-    config_path = folder / CONFIG
-    if not config_path.is_file():
-        raise CheckpointError(f"No {CONFIG} in {folder} (found: {_listing(folder)}).")
-    try:
-        hf_config = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{config_path} is not valid JSON: {error}.") from error
-    for index, single, read in (
-        (SAFETENSORS_INDEX, SAFETENSORS, _read_safetensors),
-        (TORCH_BIN_INDEX, TORCH_BIN, _read_torch),
-    ):
-        if (folder / index).is_file():
-            return hf_config, _read_shards(folder / index, read)
-        if (folder / single).is_file():
-            return hf_config, read(folder / single)
-    raise CheckpointError(
-        f"No weights in {folder}: expected {SAFETENSORS} (or {SAFETENSORS_INDEX} with its "
-        f"shards) or {TORCH_BIN}. Found: {_listing(folder)}."
-    )
-
-
-def _read_shards(index_path: Path, read: Callable[[Path], dict[str, Tensor]]) -> dict[str, Tensor]:
-    try:
-        weight_map: dict[str, str] = json.loads(index_path.read_text())["weight_map"]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
-        raise CheckpointError(f"{index_path} is not a valid shard index: {error!r}.") from error
-    state_dict: dict[str, Tensor] = {}
-    for shard in sorted(set(weight_map.values())):
-        path = index_path.parent / shard
-        if not path.is_file():
-            raise CheckpointError(f"Shard {shard} listed in {index_path.name} is missing.")
-        tensors = read(path)
-        twice = sorted(set(tensors) & set(state_dict))
-        if twice:
-            raise CheckpointError(f"Keys {twice[:10]} occur in {shard} and in another shard.")
-        state_dict.update(tensors)
-    return state_dict
-
-
-def _read_safetensors(path: Path) -> dict[str, Tensor]:
-    # The "pread" backend reads into memory the tensors own: nothing stays mapped, so
-    # resident memory is one copy and the model does not depend on the file afterwards.
-    backend = {"backend": "pread"} if _has_pread_backend() else {}
-    try:
-        return safetensors.torch.load_file(path, **backend)
-    except Exception as error:  # the library raises several types for a bad file
-        raise CheckpointError(
-            f"Could not read {path}: {error}. The file is corrupt or truncated; "
-            "download or save it again."
-        ) from error
-
-
-def _has_pread_backend() -> bool:
-    return "backend" in inspect.signature(safetensors.torch.load_file).parameters
-
-
-def _read_torch(path: Path) -> dict[str, Tensor]:
-    try:
-        try:
-            state_dict = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as error:
-            if "mmap" not in str(error):  # only files in the pre-1.6 format cannot be mapped
-                raise
-            state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise CheckpointError(
-            f"Could not read {path}: {error}. Only plain tensor files load (weights_only=True "
-            "never runs code from a checkpoint); a corrupt file must be downloaded again."
-        ) from error
-    if not isinstance(state_dict, Mapping) or not all(
-        isinstance(v, Tensor) for v in state_dict.values()
-    ):
-        raise CheckpointError(f"{path} does not hold a flat dict of tensors.")
-    return dict(state_dict)
-
-
-def _listing(folder: Path) -> str:
-    names = sorted(p.name for p in folder.iterdir())
-    return ", ".join(names[:20]) + (" ..." if len(names) > 20 else "") if names else "nothing"
 
 
 # -------------------------------------------------------------------------- resolving
@@ -191,7 +99,10 @@ def resolve(name_or_path: str | Path, revision: str | None = None) -> Path:
 
 
 def _download(repo_id: str, revision: str | None) -> Path:
-    from huggingface_hub import snapshot_download  # only needed when downloading
+    # Only needed when downloading.
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.constants import HF_HUB_CACHE
+    from huggingface_hub.errors import LocalEntryNotFoundError
 
     common = [CONFIG, *TOKENIZER_FILES]
     try:
@@ -210,6 +121,13 @@ def _download(repo_id: str, revision: str | None) -> Path:
                     allow_patterns=[*common, TORCH_BIN, TORCH_BIN_INDEX, "pytorch_model-*.bin"],
                 )
             )
+    except LocalEntryNotFoundError as error:  # offline, or the Hub could not be reached
+        raise CheckpointError(
+            f"{repo_id!r} is not in the local Hugging Face cache ({HF_HUB_CACHE}) and the "
+            "Hub could not be reached (offline, or HF_HUB_OFFLINE=1). Download it once where "
+            "there is a network (`hf download " + repo_id + "`), or pass the path of a local "
+            "folder holding its config.json and weights: from_pretrained('/path/to/folder')."
+        ) from error
     except Exception as error:
         raise CheckpointError(
             f"{repo_id!r} is not a local folder and could not be downloaded from the Hugging "
@@ -278,14 +196,20 @@ def from_pretrained(
             str(name_or_path), checkpoint_index, checkpoint_value
         )
     folder = resolve(name_or_path, revision)
-    hf_config, checkpoint = load_checkpoint(folder)
+    # Config against weights from the headers first: a mismatch fails before any
+    # weight is read or anything is built.
+    hf_config, shapes = load_checkpoint_shapes(folder)
     overrides = {**cfg_overrides, "dtype": dtype}
     if default_prepend_bos is None:  # a converted GGUF file: as its tokenizer says
         default_prepend_bos = gguf.default_prepend_bos(hf_config)
     if default_prepend_bos is not None:
         overrides["default_prepend_bos"] = default_prepend_bos
     device = str(device if device is not None else utils.get_device())
-    cfg, sd = _to_our_layout(hf_config, checkpoint, overrides, _source_name(name_or_path))
+    name = _source_name(name_or_path)
+    _to_our_layout(hf_config, shapes, overrides, name)
+    del shapes
+    hf_config, checkpoint = load_checkpoint(folder)
+    cfg, sd = _to_our_layout(hf_config, checkpoint, overrides, name)
     del checkpoint  # the state dict now holds the only references (mostly views)
 
     norm = cfg.normalization_type
@@ -320,11 +244,13 @@ def _to_our_layout(
     """Config and state dict in our layout, from a native or a Hugging Face checkpoint."""
     if NATIVE_KEY in hf_config:
         cfg = ModelConfig.from_dict({**hf_config[NATIVE_KEY], **overrides})
+        checks.check_layer_count(cfg.n_layers, checkpoint, name)
         check_state_dict(checkpoint, _expected_shapes(cfg), f"in {name}")
         return cfg, checkpoint
     converter = converter_for(hf_config)
     naming = {"model_name": name.split("/")[-1], "tokenizer_name": name}
     cfg = converter.config_from_hf(hf_config, **{**naming, **overrides})
+    checks.check_layer_count(cfg.n_layers, checkpoint, name)
     return cfg, converter.state_dict_from_hf(checkpoint, cfg, hf_config)
 
 
@@ -378,8 +304,11 @@ def _expected_shapes(
 
 
 def _load_tokenizer(folder: Path) -> Any:
-    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+    present = [name for name in TOKENIZER_FILES if (folder / name).is_file()]
+    if not present:
         return None
+    for name in present:
+        checks.inside_folder(folder, name, "a link in the folder")
     try:
         return transformers.AutoTokenizer.from_pretrained(folder)
     except Exception as error:

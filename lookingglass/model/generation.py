@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from lookingglass.errors import InputError
 from lookingglass.model import tokenization as tok
+from lookingglass.model import validate
 from lookingglass.model.kv_cache import TransformerLensKeyValueCache
 
 if TYPE_CHECKING:
@@ -60,10 +61,10 @@ def generate(
     `output_logits=True` (then a Hugging Face `GenerateDecoderOnlyOutput` with
     `sequences` and per-step `logits` is returned); other keys are ignored with a warning.
     """
-    if return_type not in _RETURN_TYPES:
-        raise InputError(f"return_type must be one of {list(_RETURN_TYPES)}, got {return_type!r}.")
-    if max_new_tokens < 0:
-        raise InputError(f"max_new_tokens must be >= 0, got {max_new_tokens}.")
+    validate.choice("return_type", return_type, _RETURN_TYPES)
+    max_new_tokens = _check_arguments(
+        max_new_tokens, temperature, top_k, top_p, freq_penalty, prepend_bos, padding_side
+    )
     output_logits = _output_logits_flag(generation_kwargs)
     tokens, embeds, input_type = _prepare_input(model, input, prepend_bos, padding_side)
     if return_type == "input":
@@ -184,6 +185,10 @@ def generate_stream(
     `generate_stream`: the first yield holds the prompt's tokens and the first new ones,
     each later one up to `max_tokens_per_yield` new tokens. `return_type` is accepted
     for TransformerLens's signature; the yields are always token ids."""
+    max_new_tokens = _check_arguments(
+        max_new_tokens, temperature, top_k, top_p, freq_penalty, prepend_bos, padding_side
+    )
+    validate.integer("max_tokens_per_yield", max_tokens_per_yield, minimum=1)
     tokens, embeds, _ = _prepare_input(model, input, prepend_bos, padding_side)
     if tokens is None:
         raise InputError("generate_stream takes a string or token ids, not embeddings.")
@@ -219,6 +224,16 @@ def generate_stream(
         yield pending
 
 
+def _check_arguments(
+    max_new_tokens, temperature, top_k, top_p, freq_penalty, prepend_bos, padding_side
+) -> int:
+    """Refuse bad generation arguments before any work; returns `max_new_tokens`."""
+    validate.sampling(temperature, top_k, top_p, freq_penalty)
+    validate.optional_bool("prepend_bos", prepend_bos)
+    validate.padding_side(padding_side)
+    return validate.integer("max_new_tokens", max_new_tokens, minimum=0)
+
+
 def _prepare_input(model, input, prepend_bos, padding_side):
     """(token ids or None, embeddings `[batch, pos, d_model]`, input type)."""
     if isinstance(input, str | list):
@@ -228,9 +243,8 @@ def _prepare_input(model, input, prepend_bos, padding_side):
         tokens = model.to_tokens(input, prepend_bos=prepend_bos, padding_side=side, truncate=False)
         input_type = "str"
     elif isinstance(input, Tensor) and input.is_floating_point():
-        if input.dim() != 3:
-            raise InputError(f"Embeddings must be [batch, pos, d_model], got {tuple(input.shape)}.")
-        return None, input.to(model.W_E.device), "embeds"
+        embeds = validate.residual(input, model.cfg.d_model, model.cfg.n_ctx)
+        return None, embeds.to(model.W_E.device), "embeds"
     elif isinstance(input, Tensor):
         tokens = model._token_tensor(input)
         input_type = "tokens"
@@ -254,10 +268,20 @@ def _stop_tokens(model, stop_at_eos: bool, eos_token_id) -> tuple[list[int], int
                 "False (the model has no tokenizer EOS)."
             )
         eos_token_id = tokenizer_eos
-    if isinstance(eos_token_id, int):
-        return [eos_token_id], eos_token_id
-    stop = [int(t) for t in eos_token_id]
-    return stop, tokenizer_eos if tokenizer_eos is not None else stop[0]
+    d_vocab = model.cfg.d_vocab
+    if not isinstance(eos_token_id, list | tuple | Tensor):
+        stop = validate.token_ids("eos_token_id", eos_token_id, d_vocab)
+        return stop, stop[0]
+    # In a list, an id the model cannot produce is harmless (TransformerLens accepts it),
+    # but one the model can produce must be there, and so must the id that pads.
+    stop = validate.token_ids("eos_token_id", eos_token_id, d_vocab=2**63 - 1)
+    padding = tokenizer_eos if tokenizer_eos is not None else stop[0]
+    if not any(i < d_vocab for i in stop) or padding >= d_vocab:
+        raise InputError(
+            f"eos_token_id {stop} has no id in the vocabulary [0, {d_vocab}) (or its first, "
+            "which pads ended rows, is outside it): generation could never stop."
+        )
+    return stop, padding
 
 
 def _output_logits_flag(generation_kwargs: dict[str, Any]) -> bool:

@@ -20,6 +20,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from lookingglass.errors import InputError
+from lookingglass.model import validate
 
 PaddingSide = Literal["left", "right"]
 
@@ -63,11 +64,14 @@ def tokenize(
 
     `max_length` truncates each row (after BOS) when given."""
     tokenizer = require_tokenizer(tokenizer)
-    texts = [text] if isinstance(text, str) else list(text)
-    if not texts:
+    texts = (
+        [text] if isinstance(text, str) else list(text) if isinstance(text, list | tuple) else None
+    )
+    if texts is not None and not texts:
         raise InputError("Got an empty list of strings; pass at least one string.")
-    if not all(isinstance(t, str) for t in texts):
-        raise InputError("Expected a string or a list of strings.")
+    if texts is None or not all(isinstance(t, str) for t in texts):
+        shown = type(text).__name__ if texts is None else [type(t).__name__ for t in texts][:5]
+        raise InputError(f"Expected a string or a list of strings, got {shown}.")
     rows = tokenizer(texts, add_special_tokens=False)["input_ids"]
     if prepend_bos:
         rows = [[bos_id(tokenizer), *row] for row in rows]
@@ -83,16 +87,28 @@ def tokenize(
     return tokens, mask
 
 
-def to_string(tokenizer, tokens) -> str | list[str]:
+def to_string(tokenizer, tokens, d_vocab: int = 0) -> str | list[str]:
     """Decode ids as TransformerLens's `to_string`: an int, a 0-D or 1-D tensor, a list of
-    ids or an array gives a string; a 2-D tensor (or list of rows) a list of strings."""
+    ids or an array gives a string; a 2-D tensor (or list of rows) a list of strings.
+
+    Ids must lie in the tokenizer's vocabulary or below `d_vocab` (a model's padded
+    vocabulary, whose extra ids decode to '')."""
     tokenizer = require_tokenizer(tokenizer)
     if not isinstance(tokens, Tensor):
-        tokens = (
-            torch.tensor(tokens)
-            if not isinstance(tokens, list) or not tokens or not isinstance(tokens[0], Tensor)
-            else torch.stack(tokens)
-        )
+        try:
+            tokens = (
+                torch.tensor(tokens)
+                if not isinstance(tokens, list) or not tokens or not isinstance(tokens[0], Tensor)
+                else torch.stack(tokens)
+            )
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise InputError(
+                f"to_string takes token ids (an int, a list of ints, a tensor or an array), "
+                f"got {type(tokens).__name__}: {error}"
+            ) from error
+    if tokens.is_floating_point() or tokens.is_complex():
+        raise InputError(f"to_string takes integer token ids, got a {tokens.dtype} tensor.")
+    validate.token_range(tokens, max(len(tokenizer), d_vocab), "to_string's tokens")
     if tokens.dim() == 2:
         return [
             tokenizer.decode(row.tolist(), clean_up_tokenization_spaces=False) for row in tokens
@@ -104,9 +120,17 @@ def to_string(tokenizer, tokens) -> str | list[str]:
     return tokenizer.decode(tokens.reshape(-1).tolist(), clean_up_tokenization_spaces=False)
 
 
-def to_str_tokens(tokenizer, tokens: Tensor) -> list[str] | list[list[str]]:
-    """Each token decoded on its own: a list (1-D input) or a list of lists (2-D)."""
+def to_str_tokens(tokenizer, tokens: Tensor, d_vocab: int = 0) -> list[str] | list[list[str]]:
+    """Each token decoded on its own: a list (1-D input) or a list of lists (2-D). Ids
+    must be below the tokenizer's size or `d_vocab` (see `to_string`)."""
     tokenizer = require_tokenizer(tokenizer)
+    if tokens.dim() > 2 or tokens.is_floating_point():
+        raise InputError(
+            f"to_str_tokens takes integer token ids of at most 2 dimensions, got a "
+            f"{tokens.dtype} tensor of shape {tuple(tokens.shape)}."
+        )
+    validate.token_range(tokens, max(len(tokenizer), d_vocab), "to_str_tokens's tokens")
+    tokens = tokens[None] if tokens.dim() == 0 else tokens
     if tokens.dim() == 2:
         return [to_str_tokens(tokenizer, row) for row in tokens]
     return [tokenizer.decode([t], clean_up_tokenization_spaces=False) for t in tokens.tolist()]
@@ -251,6 +275,8 @@ class TokenizationMethods:
         return tokens if move_to_device else tokens.cpu()
 
     def _tokens_and_mask(self, input, prepend_bos, padding_side, truncate: bool = False):
+        validate.optional_bool("prepend_bos", prepend_bos)
+        validate.padding_side(padding_side)
         bos = self.cfg.default_prepend_bos if prepend_bos is None else prepend_bos
         side = padding_side or self.padding_side
         tokens, mask = tokenize(
@@ -271,7 +297,7 @@ class TokenizationMethods:
     def to_string(self, tokens: Any) -> str | list[str]:
         """Decode ids: a string for an int, a 0-D/1-D tensor, a list of ids or an array; a
         list of strings for a 2-D tensor."""
-        return to_string(self.tokenizer, tokens)
+        return to_string(self.tokenizer, tokens, self.cfg.d_vocab)
 
     def to_str_tokens(
         self,
@@ -290,8 +316,14 @@ class TokenizationMethods:
             tokens = torch.as_tensor(input).squeeze()
             tokens = tokens[None] if tokens.dim() == 0 else tokens
         else:
-            tokens = torch.tensor(input)
-        return to_str_tokens(self.tokenizer, tokens.cpu())
+            try:
+                tokens = torch.tensor(input)
+            except (TypeError, ValueError, RuntimeError) as error:
+                raise InputError(
+                    "to_str_tokens takes a string, a list of strings, token ids or a list of "
+                    f"token tensors, got {type(input).__name__}: {error}"
+                ) from error
+        return to_str_tokens(self.tokenizer, tokens.cpu(), self.cfg.d_vocab)
 
     def to_single_token(self, string: str) -> int:
         """The id of a string that is exactly one token."""

@@ -8,7 +8,8 @@ TransformerLens-compatible surface (`input_to_embed`, `start_at_layer`/`stop_at_
 
 Where we differ from TransformerLens on purpose: a batch of strings that needed padding
 always gets its attention mask (TransformerLens drops it for right padding, so its loss
-counts the padding); invalid inputs raise `InputError` instead of asserting.
+counts the padding); invalid inputs raise `InputError` instead of asserting, or of
+answering silently (the checks are in `validate.py`).
 """
 
 from __future__ import annotations
@@ -19,14 +20,14 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
 from lookingglass import utils
 from lookingglass.config import ModelConfig
 from lookingglass.errors import ConfigError, InputError
 from lookingglass.hooks import HookedRootModule, HookPoint
-from lookingglass.model import initialization
+from lookingglass.model import initialization, validate
 from lookingglass.model import tokenization as tok
 from lookingglass.model.attention import (
     Attention,
@@ -45,6 +46,10 @@ from lookingglass.model.weights import _TL_BUFFERS, WeightProcessing, WeightProp
 
 ReturnType = Literal["logits", "loss", "both"] | None
 TextOrTokens = str | list[str] | Int[Tensor, "batch pos"] | Int[Tensor, " pos"]
+# 1 for real tokens, 0 for padding, in any dtype (checked by `validate.attention_mask`).
+AttentionMask = (
+    Int[Tensor, "batch mask_pos"] | Bool[Tensor, "batch mask_pos"] | Float[Tensor, "batch mask_pos"]
+)
 
 
 class Output(NamedTuple):
@@ -133,7 +138,7 @@ class HookedTransformer(
         start_at_layer: int | None = None,
         tokens: Int[Tensor, "batch pos"] | None = None,
         shortformer_pos_embed: Float[Tensor, "batch pos d_model"] | None = None,
-        attention_mask: Int[Tensor, "batch mask_pos"] | None = None,
+        attention_mask: AttentionMask | None = None,
         stop_at_layer: int | None = None,
         past_kv_cache: TransformerLensKeyValueCache | None = None,
     ) -> Any:
@@ -161,27 +166,36 @@ class HookedTransformer(
                 the new keys, values and mask are appended unless it is frozen.
         """
         shortformer = self.cfg.positional_embedding_type == "shortformer"
+        validate.forward_options(
+            self.cfg, start_at_layer, stop_at_layer, past_kv_cache, prepend_bos, padding_side,
+            return_type,
+        )  # fmt: skip
         if shortformer_pos_embed is not None and not shortformer:
             raise InputError(
                 "shortformer_pos_embed is for shortformer models; this model's "
                 f"positional_embedding_type is {self.cfg.positional_embedding_type!r}."
             )
-        if start_at_layer is None:
+        embedded = start_at_layer is None
+        if embedded:
             residual, tokens, shortformer_pos_embed, attention_mask = self.input_to_embed(
                 input, prepend_bos, padding_side, attention_mask, past_kv_cache
             )
             start_at_layer = 0
-        else:
-            if not isinstance(input, Tensor) or not input.is_floating_point():
-                raise InputError(
-                    "With start_at_layer, input is the residual stream [batch, pos, d_model] "
-                    "entering that layer (a float tensor)."
-                )
-            residual = input
         layers = list(enumerate(self.blocks))[start_at_layer:stop_at_layer]
         n_past = 0
         if past_kv_cache is not None:
-            n_past = past_kv_cache[layers[0][0] if layers else 0].past_keys.shape[1]
+            past_keys = past_kv_cache[layers[0][0] if layers else 0].past_keys
+            n_past = past_keys.shape[1]
+        if not embedded:
+            cached_batch = past_keys.shape[0] if n_past else None
+            residual = validate.residual(
+                input, self.cfg.d_model, self.cfg.n_ctx, n_past, cached_batch
+            )
+            if attention_mask is not None:
+                mask_shape = (residual.shape[0], n_past + residual.shape[1])
+                attention_mask = validate.attention_mask(
+                    attention_mask, mask_shape, "the cached and new positions"
+                )
         context = self._context(residual.shape[:2], attention_mask, n_past, residual.device)
         if shortformer:
             # Positions are added to the queries' and keys' inputs only. After start_at_layer
@@ -223,6 +237,8 @@ class HookedTransformer(
                 f"attention_mask must have the same shape as tokens, got "
                 f"{tuple(attention_mask.shape)} and {tuple(tokens.shape)}."
             )
+        if not per_token:
+            _check_loss_has_targets(tokens, attention_mask)
         return utils.lm_cross_entropy_loss(
             logits, tokens.to(logits.device), attention_mask, per_token
         )
@@ -232,7 +248,7 @@ class HookedTransformer(
         input: TextOrTokens,
         prepend_bos: bool | None = None,
         padding_side: tok.PaddingSide | None = None,
-        attention_mask: Int[Tensor, "batch pos"] | None = None,
+        attention_mask: AttentionMask | None = None,
         past_kv_cache: TransformerLensKeyValueCache | None = None,
     ) -> tuple[
         Float[Tensor, "batch pos d_model"],
@@ -259,8 +275,10 @@ class HookedTransformer(
             tokens, string_mask = self._tokens_and_mask(input, prepend_bos, padding_side)
         else:
             tokens = self._token_tensor(input)
-        n_past = 0 if past_kv_cache is None else past_kv_cache[0].past_keys.shape[1]
+        n_past = self.get_pos_offset(past_kv_cache, tokens.shape[0])
         self._check_tokens(tokens, n_past)
+        if attention_mask is not None:
+            attention_mask = validate.attention_mask(attention_mask, tuple(tokens.shape))
         if attention_mask is None and string_mask is not None and bool((string_mask == 0).any()):
             attention_mask = string_mask
         side = padding_side or self.padding_side
@@ -328,21 +346,13 @@ class HookedTransformer(
             return 0
         cached_batch, n_past = past_kv_cache[0].past_keys.shape[:2]
         if n_past and cached_batch != batch_size:
-            raise InputError(f"The cache holds batch size {cached_batch}, the input {batch_size}.")
+            raise InputError(
+                f"past_kv_cache holds batch size {cached_batch}, the input {batch_size}."
+            )
         return n_past
 
     def _token_tensor(self, input: Any) -> Int[Tensor, "batch pos"]:
-        if not isinstance(input, Tensor):
-            raise InputError(
-                f"Expected a string, list of strings or token tensor, got {type(input).__name__}."
-            )
-        tokens = input if input.dim() == 2 else input.reshape(1, -1)
-        if tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
-            raise InputError(
-                f"Token ids must be an integer tensor, got {tokens.dtype}. To feed a residual "
-                "stream, pass start_at_layer=."
-            )
-        return tokens.to(self._input_device())
+        return validate.token_tensor(input, "input").to(self._input_device())
 
     def _context(self, shape, attention_mask, n_past: int, device) -> AttentionContext:
         """Positions and the attention mask for this pass; `attention_mask`, when given,
@@ -378,10 +388,7 @@ class HookedTransformer(
                 f"the model's context n_ctx is {self.cfg.n_ctx}. Shorten it, or tokenize with "
                 "model.to_tokens(..., truncate=True)."
             )
-        low, high = int(tokens.min()), int(tokens.max())
-        if low < 0 or high >= self.cfg.d_vocab:
-            bad = low if low < 0 else high
-            raise InputError(f"Token id {bad} is out of range for d_vocab={self.cfg.d_vocab}.")
+        validate.token_range(tokens, self.cfg.d_vocab, "input")
 
     # --------------------------------------------------------------- generation
     def generate(self, input: Any = "", max_new_tokens: int = 10, **kwargs: Any):
@@ -497,6 +504,22 @@ class HookedTransformer(
         from lookingglass.loading.hf_export import to_hf
 
         return to_hf(self)
+
+
+def _check_loss_has_targets(tokens: Tensor, attention_mask: Tensor | None) -> None:
+    """The mean loss averages over (position, next token) pairs of real tokens; with none
+    it would be 0/0 = NaN."""
+    if attention_mask is None:
+        n_targets = tokens.shape[0] * (tokens.shape[1] - 1)
+    else:
+        n_targets = int((attention_mask[:, :-1].bool() & attention_mask[:, 1:].bool()).sum())
+    if n_targets == 0:
+        raise InputError(
+            "The loss has no token to predict: it needs two consecutive real tokens (a "
+            f"position and the token after it), got tokens of shape {tuple(tokens.shape)}"
+            + ("." if attention_mask is None else " and an attention_mask without such a pair.")
+            + " Use loss_per_token=True for per-position losses."
+        )
 
 
 def _on_meta_device() -> bool:

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
-from lookingglass.errors import UnsupportedArchitectureError
+from lookingglass.errors import ConfigError, UnsupportedArchitectureError
 from lookingglass.loading.converters import (
     bloom,
     gemma,
@@ -58,13 +58,42 @@ def converter_for(hf_config: Mapping[str, Any]) -> ModuleType:
     """The converter for a Hugging Face `config.json` dict, by `architectures` then `model_type`.
 
     Raises:
-        UnsupportedArchitectureError: listing the supported architectures.
+        ConfigError: `architectures` is not a list of strings (e.g. a bare string).
+        UnsupportedArchitectureError: no name is known, listing the supported families.
     """
-    names = [*(hf_config.get("architectures") or []), hf_config.get("model_type")]
+    architectures = architectures_of(hf_config, _supported())
+    model_type = hf_config.get("model_type")
+    names = [*architectures, model_type]
     for name in names:
-        if name in CONVERTERS:
+        if isinstance(name, str) and name in CONVERTERS:
             return CONVERTERS[name]
-    return _unsupported(", ".join(repr(n) for n in names if n) or "(none given in config.json)")
+    if not architectures and model_type is None:
+        return _unsupported(
+            "(config.json gives neither 'architectures' nor 'model_type'; add the "
+            'architecture, e.g. "architectures": ["LlamaForCausalLM"])'
+        )
+    return _unsupported(
+        f"{', '.join(repr(n) for n in names if n is not None)} (from config.json's "
+        "'architectures' and 'model_type')"
+    )
+
+
+def architectures_of(hf_config: Mapping[str, Any], supported: str) -> list[str]:
+    """The `architectures` list of a `config.json` dict ([] when absent).
+
+    Raises:
+        ConfigError: it is not a list of strings (e.g. a bare string), naming the field
+            and `supported` (what the caller loads).
+    """
+    architectures = hf_config.get("architectures")
+    if architectures is None:
+        return []
+    if not (isinstance(architectures, list) and all(isinstance(a, str) for a in architectures)):
+        raise ConfigError(
+            f"config.json field 'architectures' must be a list of architecture names, e.g. "
+            f'["GPT2LMHeadModel"]; got {architectures!r}. Supported: {supported}.'
+        )
+    return architectures
 
 
 def converter_for_architecture(architecture: str) -> ModuleType:
@@ -76,7 +105,13 @@ def converter_for_architecture(architecture: str) -> ModuleType:
 
 def _unsupported(what: str) -> ModuleType:
     raise UnsupportedArchitectureError(
-        f"Architecture {what} is not supported natively. Supported: "
-        f"{', '.join(supported_architectures())}. To add hooks to any Hugging Face causal "
-        "language model, use lookingglass.HookedAutoModel."
+        f"Architecture {what} is not supported natively. Supported: {_supported()}. To add "
+        "hooks to any Hugging Face causal language model, use lookingglass.HookedAutoModel."
+    )
+
+
+def _supported() -> str:
+    """The supported families with their architecture names, for messages."""
+    return "; ".join(
+        f"{family.MODEL_TYPE} ({', '.join(family.ARCHITECTURES)})" for family in FAMILIES
     )
