@@ -450,9 +450,11 @@ class HookedRootModule(CachingHooks, nn.Module):
         return self._enable_hooks_for_points(self.hook_dict.items(), name, hook, dir)
 
     def _enable_hook_with_name(self, name: str, hook: HookFn, dir: Literal["fwd", "bwd"]) -> Any:
-        # hook_dict first: a wrapper such as HookedAutoModel names its hook points apart
-        # from its modules; mod_dict reaches any other module with an add_hook.
-        module = self.hook_dict.get(name) or self.mod_dict.get(name)
+        # As TransformerLens: the module of that name. A wrapper such as HookedAutoModel
+        # names its hook points apart from its modules: those are found in hook_dict.
+        module = self.mod_dict.get(name)
+        if module is None:
+            module = self.hook_dict.get(name)
         if module is None or not hasattr(module, "add_hook"):
             self.resolve_hook_names(name)  # raises, naming close matches
         return module.add_hook(hook, dir=dir, level=self.context_level)
