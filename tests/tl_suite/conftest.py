@@ -323,6 +323,10 @@ def pytest_make_collect_report(collector):
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item, nextitem):
+    # pytest calls this hook through config.hook, for every test of the run: the
+    # stand-ins must be active for this suite's tests only.
+    if not _in_suite(getattr(item, "path", None)):
+        return (yield)
     with standins_active():
         return (yield)
 
