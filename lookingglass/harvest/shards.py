@@ -7,7 +7,7 @@ how the work was split. Its records (one per token) are in a seeded random order
 
 A shard is a safetensors file with, for `n` records:
     tokens [n] int64, row [n] int64, pos [n] int64, and one tensor [n, ...] per hook
-    (named by the hook name).
+    (named by the hook name), and metadata {"harvest": JSON of shard, row_start, row_stop, seed}.
 It is committed in two atomic steps: the `.safetensors` file, then a small `.json`
 sidecar holding its SHA-256 and record count. A shard exists for a reader (and for a
 resumed run) only once its sidecar does and the file matches it.
@@ -75,7 +75,9 @@ def sha256_file(path: Path) -> str:
 
 def commit_shard(out: Path, k: int, tensors: dict[str, Tensor], metadata: dict[str, str]) -> dict:
     """Write shard `k` and then its sidecar, each atomically; return the sidecar's entry."""
-    data = save({name: t.contiguous() for name, t in tensors.items()}, metadata=metadata)
+    # One metadata key: safetensors writes several in hash-map order, which varies by process.
+    header = {"harvest": json.dumps(metadata, sort_keys=True)}
+    data = save({name: t.contiguous() for name, t in tensors.items()}, metadata=header)
     write_atomic(out / shard_name(k), data)
     entry = {
         "index": k,
