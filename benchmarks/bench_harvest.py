@@ -126,6 +126,7 @@ def main() -> None:
     parser.add_argument("--shard-tokens", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cli-repeats", type=int, default=1)
+    parser.add_argument("--skip-ranks", action="store_true", help="only the in-process table")
     args = parser.parse_args()
     set_threads()
     n_layers = HookedTransformer.from_pretrained(args.model).cfg.n_layers
@@ -137,8 +138,9 @@ def main() -> None:
         f"load average {load[0]:.1f} on {os.cpu_count()} cores)\n"
     )
     print(in_process_table(args, hook, layer))
-    print("\n## 1 vs 2 ranks (CLI, gloo)\n")
-    print(ranks_table(args, hook))
+    if not args.skip_ranks:
+        print("\n## 1 vs 2 ranks (CLI, gloo)\n")
+        print(ranks_table(args, hook))
     print(f"\nload average after: {os.getloadavg()[0]:.1f}")
 
 

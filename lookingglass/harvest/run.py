@@ -218,7 +218,8 @@ def harvest(
             )
         rows = load_rows(data, model.tokenizer, seq_len, max_tokens)
         kwargs = _forward_kwargs(model, hooks)
-        probe = _run_batch(model, rows.rows[:1].to(device), hooks, kwargs)
+        # Shapes per token do not depend on the length: probe with two tokens of one row.
+        probe = _run_batch(model, rows.rows[:1, :2].to(device), hooks, kwargs)
         plan = ShardPlan(len(rows.rows), max(1, shard_tokens // seq_len))
         settings = {
             "format": FORMAT,
@@ -227,7 +228,8 @@ def harvest(
                 "n_layers": model.cfg.n_layers,
                 "d_model": model.cfg.d_model,
                 "d_vocab": model.cfg.d_vocab,
-                "weights_sha256": weights_sha256(model),
+                # Only rank 0 writes the manifest; hashing costs ~1 s per 100M parameters.
+                "weights_sha256": weights_sha256(model) if rank == 0 else "",
             },
             "hooks": {n: list(probe[n].shape[2:]) for n in hooks},
             "dtype": dtype,
