@@ -127,6 +127,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cli-repeats", type=int, default=1)
     parser.add_argument("--skip-ranks", action="store_true", help="only the in-process table")
+    parser.add_argument("--only-ranks", action="store_true", help="only the 1 vs 2 ranks table")
     args = parser.parse_args()
     set_threads()
     n_layers = HookedTransformer.from_pretrained(args.model).cfg.n_layers
@@ -137,7 +138,8 @@ def main() -> None:
         f"## harvest vs Hugging Face ({args.model}, CPU fp32, {torch.get_num_threads()} threads, "
         f"load average {load[0]:.1f} on {os.cpu_count()} cores)\n"
     )
-    print(in_process_table(args, hook, layer))
+    if not args.only_ranks:
+        print(in_process_table(args, hook, layer))
     if not args.skip_ranks:
         print("\n## 1 vs 2 ranks (CLI, gloo)\n")
         print(ranks_table(args, hook))

@@ -12,6 +12,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from lookingglass.errors import InputError
+from lookingglass.errors import InputError, LookingGlassError
 from lookingglass.harvest.data import HarvestData, load_rows
 from lookingglass.harvest.manifest import (
     FORMAT,
@@ -249,9 +250,7 @@ def harvest(
             "complete": False,
             "shards": [],
         }
-        if rank == 0:
-            _prepare(out, settings)
-        _barrier(world)
+        _on_rank0(rank, world, lambda: _prepare(out, settings))
         _harvest_shards(
             model,
             rows,
@@ -268,18 +267,38 @@ def harvest(
             progress,
         )
         _barrier(world)
-        if rank == 0:
-            entries = [committed_entry(out, k, verify=False) for k in range(plan.n_shards)]
-            missing = [k for k, e in enumerate(entries) if e is None]
-            if missing:
-                raise HarvestError(f"shards {missing} were not committed; rerun to resume")
-            settings.update(complete=True, shards=entries)
-            write_manifest(out, settings)
-        _barrier(world)
+        _on_rank0(rank, world, lambda: _finish(out, settings, plan))
         return read_manifest(out)
     finally:
         if owns_group:
             dist.destroy_process_group()
+
+
+def _on_rank0(rank: int, world: int, work: Callable[[], None]) -> None:
+    """Run `work` on rank 0; every rank raises if it failed (none waits forever)."""
+    error: Exception | None = None
+    if rank == 0:
+        try:
+            work()
+        except LookingGlassError as caught:
+            error = caught
+    if world > 1:
+        box = [None if error is None else str(error)]
+        dist.broadcast_object_list(box, src=0)
+        if error is None and box[0] is not None:
+            raise HarvestError(f"rank 0 stopped: {box[0]}")
+    if error is not None:
+        raise error
+
+
+def _finish(out: Path, settings: dict, plan: ShardPlan) -> None:
+    """Write the final manifest once every shard is committed."""
+    entries = [committed_entry(out, k, verify=False) for k in range(plan.n_shards)]
+    missing = [k for k, e in enumerate(entries) if e is None]
+    if missing:
+        raise HarvestError(f"shards {missing} were not committed; rerun to resume")
+    settings.update(complete=True, shards=entries)
+    write_manifest(out, settings)
 
 
 def _prepare(out: Path, settings: dict) -> None:
