@@ -7,8 +7,9 @@
    * `harvest(...)` end to end into a fresh folder: tokenizing, hashing the weights, the
      forward passes, shuffling and writing the shards with fsync, the manifest.
    Tokens/s = harvested tokens / seconds; the ratio is harvest / Hugging Face.
-2. The CLI in fresh processes: one process vs `torchrun --nproc_per_node 2` (gloo, one
-   thread per rank, as torchrun sets). Reported: wall seconds of the whole command (model
+2. The CLI in fresh processes: one process with every core's threads, one process with
+   one thread, and `torchrun --nproc_per_node 2` (gloo, one thread per rank, as torchrun
+   sets). Reported: wall seconds of the whole command (model
    load included) and the shard loop's tokens/s (all ranks' tokens / rank 0's loop time).
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_harvest.py --model smollm2-135m
@@ -82,7 +83,7 @@ def in_process_table(args: argparse.Namespace, hook: str, layer: int) -> str:
     return f"{table}\n\n{n} tokens, {args.seq_len} per row, batches of {args.batch_size} rows"
 
 
-def cli_run(args: argparse.Namespace, hook: str, ranks: int) -> tuple[float, float]:
+def cli_run(args: argparse.Namespace, hook: str, ranks: int, threads: str) -> tuple[float, float]:
     out = Path(tempfile.mkdtemp(prefix="bench_harvest_cli_")) / "out"
     launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
     cmd = [
@@ -91,7 +92,7 @@ def cli_run(args: argparse.Namespace, hook: str, ranks: int) -> tuple[float, flo
         "--seq-len", str(args.seq_len), "--batch-size", str(args.batch_size),
         "--max-tokens", str(args.tokens), "--shard-tokens", str(args.shard_tokens),
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": threads}
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
     wall = time.perf_counter() - start
@@ -101,18 +102,21 @@ def cli_run(args: argparse.Namespace, hook: str, ranks: int) -> tuple[float, flo
 
 
 def ranks_table(args: argparse.Namespace, hook: str) -> str:
-    results = {1: [], 2: []}
+    cores = str(os.cpu_count() or 1)
+    configs = {"1 rank, all cores": (1, cores), "1 rank, 1 thread": (1, "1"),
+               "2 ranks, 1 thread each": (2, "1")}  # fmt: skip
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in configs}
     for _ in range(args.cli_repeats):
-        for ranks in (1, 2):
-            results[ranks].append(cli_run(args, hook, ranks))
+        for name, (ranks, threads) in configs.items():
+            results[name].append(cli_run(args, hook, ranks, threads))
+    base = None
     rows = []
-    for ranks, runs in results.items():
+    for name, runs in results.items():
         wall = sorted(w for w, _ in runs)[len(runs) // 2]
         speed = sorted(s for _, s in runs)[len(runs) // 2]
-        rows.append([str(ranks), f"{wall:.1f}", f"{speed:,.0f}"])
-    rows[1].append(f"{float(rows[1][2].replace(',', '')) / float(rows[0][2].replace(',', '')):.2f}")
-    rows[0].append("1.00")
-    return format_table(rows, ["ranks", "command wall s", "shard loop tokens/s", "speed-up"])
+        base = base or speed
+        rows.append([name, f"{wall:.1f}", f"{speed:,.0f}", f"{speed / base:.2f}"])
+    return format_table(rows, ["run", "command wall s", "shard loop tokens/s", "vs first"])
 
 
 def main() -> None:
