@@ -1,5 +1,5 @@
 """The `lookingglass` command line: `demo` (the main job), `info`, `explore`, `experiments`,
-`replicate` and `train-default`."""
+`replicate`, `train-default` and `harvest`."""
 
 from __future__ import annotations
 
@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     from lookingglass.explorer.cli import add_explore_parser
 
     add_explore_parser(sub)
+    from lookingglass.harvest.cli import add_harvest_parser
+
+    add_harvest_parser(sub)
     from lookingglass.training.default_models import add_train_default_parser
     from lookingglass.training.replicate import add_replicate_parser
 
