@@ -269,7 +269,8 @@ def main() -> None:
             _run(REPO, work / "ours.jsonl", jobs)
             # TransformerLens does not change: with TL_SUITE_REFRESH_OURS_ONLY=1 and a kept
             # TL_SUITE_REFRESH_DIR, its earlier record is reused.
-            if not (os.environ.get("TL_SUITE_REFRESH_OURS_ONLY") and (work / "reference.jsonl").exists()):
+            kept = work / "reference.jsonl"
+            if not (os.environ.get("TL_SUITE_REFRESH_OURS_ONLY") and kept.exists()):
                 _run(_transformer_lens_copy(work), work / "reference.jsonl", jobs)
         ours, reference = _outcomes(work / "ours.jsonl"), _outcomes(work / "reference.jsonl")
     entries, totals = classify(ours, reference, _read_known())
