@@ -195,9 +195,9 @@ def main() -> None:
     set_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from lookingglass.loading import registry
+    from lookingglass.loading import gguf_models
 
-    gguf_file = registry.gguf_path(registry.GGUF_MODELS[NAME])
+    gguf_file = gguf_models.gguf_path(gguf_models.GGUF_MODELS[NAME])
     start = time.perf_counter()
     print(f"## Loading SmolLM2-135M-Instruct (Q4_1 GGUF), {torch.get_num_threads()} threads\n")
     print(load_table(gguf_file, torch.get_num_threads()))
