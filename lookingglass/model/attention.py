@@ -417,9 +417,7 @@ def attention_context(
     k_len = attention_mask.shape[1]
     key_positions = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
     allowed = causal_mask(q_len, k_len, device) & attention_mask.bool()[:, None, None, :]
-    own = torch.zeros(q_len, k_len, dtype=torch.bool, device=device)
-    own[torch.arange(q_len), torch.arange(q_len) + k_len - q_len] = True
-    mask = allowed | own[None, None]
+    mask = allowed | _own_position(q_len, k_len, device)
     return AttentionContext(mask, key_positions[:, -q_len:], key_positions, attention_mask.bool())
 
 
@@ -433,9 +431,14 @@ def bidirectional_mask(
     everything = torch.ones(1, 1, q_len, k_len, dtype=torch.bool, device=device)
     if key_is_real is None:
         return everything
+    return key_is_real.to(device)[:, None, None, :] | _own_position(q_len, k_len, device)
+
+
+def _own_position(q_len: int, k_len: int, device) -> Bool[Tensor, "1 1 query_pos key_pos"]:
+    """True where a query meets its own key (the last `q_len` keys are the queries)."""
     own = torch.zeros(q_len, k_len, dtype=torch.bool, device=device)
     own[torch.arange(q_len), torch.arange(q_len) + k_len - q_len] = True
-    return key_is_real.to(device)[:, None, None, :] | own[None, None]
+    return own[None, None]
 
 
 def _logn_scaled(

@@ -18,7 +18,7 @@ from torch import Tensor
 from lookingglass.errors import InputError
 from lookingglass.model import tokenization as tok
 from lookingglass.model import validate
-from lookingglass.model.attention import AttentionContext, causal_mask
+from lookingglass.model.attention import AttentionContext, attention_context
 from lookingglass.model.kv_cache import TransformerLensKeyValueCache
 
 TextOrTokens = str | list[str] | Int[Tensor, "batch pos"] | Int[Tensor, " pos"]
@@ -154,18 +154,7 @@ class ModelInput:
                 f"{n_past} cached and {q_len} new ones. After start_at_layer with a KV cache, "
                 "pass the mask of every position."
             )
-        if attention_mask is None or bool(attention_mask.all()):
-            key_positions = torch.arange(k_len, device=device).expand(batch, -1)
-            mask = None if n_past == 0 else causal_mask(q_len, k_len, device)
-        else:
-            attention_mask = attention_mask.to(device)
-            # Count only real tokens, so a padded row is embedded as it would be unpadded.
-            key_positions = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
-            allowed = causal_mask(q_len, k_len, device) & attention_mask.bool()[:, None, None, :]
-            # A padding query sees no real key; letting it see itself keeps softmax finite.
-            mask = allowed | _own_position(q_len, k_len, device)
-        key_is_real = None if mask is None or attention_mask is None else attention_mask.bool()
-        return AttentionContext(mask, key_positions[:, -q_len:], key_positions, key_is_real)
+        return attention_context(batch, q_len, n_past, attention_mask, device)
 
     def _check_tokens(self, tokens: Tensor, n_past: int) -> None:
         if tokens.shape[1] == 0:
@@ -178,10 +167,3 @@ class ModelInput:
                 "model.to_tokens(..., truncate=True)."
             )
         validate.token_range(tokens, self.cfg.d_vocab, "input")
-
-
-def _own_position(q_len: int, k_len: int, device) -> Tensor:
-    offset = k_len - q_len
-    own = torch.zeros(q_len, k_len, dtype=torch.bool, device=device)
-    own[torch.arange(q_len), torch.arange(q_len) + offset] = True
-    return own[None, None]
