@@ -11,6 +11,8 @@ Each TransformerLens field is, here, one of:
   `tokenizer_prepends_bos`, the `checkpoint_*` fields, `train_seq_length`,
   `layer_norm_folding`, `uses_rms_norm`, `trust_remote_code`, and the encoder-decoder
   (T5) fields `tie_word_embeddings`, `relative_attention_*`, `decoder_start_token_id`;
+- `n_devices`: as TransformerLens, more than 1 needs that many CUDA devices (the split
+  is `lookingglass.model.placement`'s);
 - a feature our model does not implement: its default is accepted, any other value is
   a `ConfigError` naming the field (`UNIMPLEMENTED`).
 
@@ -29,7 +31,6 @@ from lookingglass.errors import ConfigError
 
 # field -> (its TransformerLens default, what it would switch on). Any other value is refused.
 UNIMPLEMENTED: dict[str, tuple[Any, str]] = {
-    "n_devices": (1, "splitting one model across devices"),
     "use_dynamic_ntk_rope": (False, "dynamic NTK rotary scaling (Qwen)"),
     "rotary_base_local": (None, "a separate rotary base for local layers (Gemma 3)"),
     "load_in_4bit": (False, "4-bit quantized weights"),
@@ -50,12 +51,28 @@ def resolve_transformerlens_fields(cfg: Any) -> None:
                 f"{name}={value!r} asks for {feature}, which lookingglass's HookedTransformer "
                 f"does not implement yet; leave {name} at its default {default!r}."
             )
+    _check_n_devices(cfg.n_devices)
     _check_feature_combinations(cfg)
     _sync_init_range(cfg)
     _sync_local_attention(cfg)
     _sync_norm_placement(cfg)
     _sync_rope_scaling(cfg)
     _resolve_norm_topk_prob(cfg)
+
+
+def _check_n_devices(n_devices: int) -> None:
+    """`n_devices` > 1 splits the blocks over that many CUDA devices (as TransformerLens,
+    which asserts they exist); see `lookingglass.model.placement`."""
+    if n_devices < 1:
+        raise ConfigError(f"n_devices must be at least 1, got {n_devices}.")
+    if n_devices > 1:
+        import torch
+
+        if torch.cuda.device_count() < n_devices:
+            raise ConfigError(
+                f"n_devices={n_devices} splits the model over {n_devices} CUDA devices; this "
+                f"machine has {torch.cuda.device_count()}. Use n_devices=1."
+            )
 
 
 def _check_feature_combinations(cfg: Any) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from lookingglass.config import ModelConfig
-from lookingglass.errors import CheckpointError, ConfigError, InputError, NotSupportedError
+from lookingglass.errors import CheckpointError, InputError, NotSupportedError
 from lookingglass.loading import registry
 from lookingglass.loading.registry import PYTHIA_CHECKPOINTS, PYTHIA_V0_CHECKPOINTS
 
@@ -113,8 +113,6 @@ def get_pretrained_model_config(
     from lookingglass.loading.converters import converter_for
     from lookingglass.loading.pretrained import NATIVE_KEY
 
-    if n_devices != 1:
-        raise ConfigError(f"n_devices={n_devices}: lookingglass runs a model on one device.")
     revision = None
     if checkpoint_index is not None or checkpoint_value is not None:
         revision = registry.checkpoint_revision(model_name, checkpoint_index, checkpoint_value)
@@ -126,7 +124,7 @@ def get_pretrained_model_config(
             checkpoint_index=registry.checkpoint_steps(model_name).index(step),
         )
     hf_config = hf_cfg if hf_cfg is not None else _hf_config(model_name, revision)
-    overrides: dict[str, Any] = {**kwargs, "dtype": dtype}
+    overrides: dict[str, Any] = {**kwargs, "dtype": dtype, "n_devices": n_devices}
     overrides["device"] = str(device) if device is not None else utils.get_device()
     if default_prepend_bos is not None:
         overrides["default_prepend_bos"] = default_prepend_bos

@@ -7,7 +7,10 @@ the rest are handled here with the same meaning:
 
 - `default_padding_side`: the tokenizer's padding side.
 - `move_to_device=False`: keep the model on the CPU.
-- `n_devices`: 1 (we do not split a model over devices; more raises).
+- `n_devices`: split the blocks over that many CUDA devices from `device` on (loaded on
+  the CPU first); `device_map` (Hugging Face's name, not a TransformerLens 3.9
+  `HookedTransformer` argument): "auto", "balanced" or a dict of parts to devices.
+  Both are `lookingglass.model.placement`.
 - `hf_model`: load the weights of this Hugging Face model instead of the checkpoint's.
 - `first_n_layers`: keep only the first n blocks (after the same processing, which is
   per layer, so the numbers equal loading a truncated checkpoint).
@@ -23,9 +26,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from lookingglass.errors import ConfigError
+from lookingglass.model import placement
 
 _IGNORED_HF_ARGS = ("trust_remote_code", "token", "cache_dir", "local_files_only")
 
@@ -37,12 +42,18 @@ def load_with_tl_arguments(model_name: str | Path, **kwargs: Any):
     padding_side = kwargs.pop("default_padding_side", None)
     if not kwargs.pop("move_to_device", True) and kwargs.get("device") is None:
         kwargs["device"] = "cpu"
-    n_devices = kwargs.pop("n_devices", 1)
-    if n_devices not in (None, 1):
-        raise ConfigError(
-            f"n_devices={n_devices}: lookingglass runs a model on one device; load with "
-            "n_devices=1 and device=... ."
-        )
+    n_devices = kwargs.pop("n_devices", None) or 1
+    device_map = kwargs.pop("device_map", None)
+    placed = n_devices != 1 or device_map is not None
+    if placed:
+        if device_map is not None and kwargs.get("device") is not None:
+            raise ConfigError("device and device_map are mutually exclusive: pass one.")
+        if device_map is not None and n_devices != 1:
+            raise ConfigError("n_devices and device_map are mutually exclusive: pass one.")
+        base = kwargs.pop("device", None) or "cuda"
+        if n_devices != 1:
+            placement.check_n_devices(torch.device(base), n_devices)  # before loading
+        kwargs["device"] = "cpu"  # load once on the CPU, then spread over the devices
     if "torch_dtype" in kwargs:
         kwargs.setdefault("dtype", kwargs.pop("torch_dtype"))
     ignored = [name for name in _IGNORED_HF_ARGS if kwargs.pop(name, None) is not None]
@@ -61,6 +72,12 @@ def load_with_tl_arguments(model_name: str | Path, **kwargs: Any):
             model = from_pretrained(folder, **kwargs)
     if first_n_layers is not None:
         _keep_first_layers(model, first_n_layers)
+    if placed:
+        if device_map is not None:
+            model.place_on_devices(device_map=device_map)
+        else:
+            model.cfg = model.cfg.replace(device=str(base))
+            model.place_on_devices(n_devices=n_devices)
     if padding_side is not None and model.tokenizer is not None:
         model.tokenizer.padding_side = padding_side
     return model

@@ -14,6 +14,8 @@ sampling, logits_to_df), `init` (weight initialization), `tokenize`, `hf` (datas
 
 from typing import Any
 
+import torch
+
 from lookingglass.errors import NotSupportedError
 from lookingglass.utils.activations import (
     SOFTCAP_DISABLED,
@@ -86,9 +88,10 @@ from lookingglass.utils.tokenize import (
 )
 
 _MULTI_GPU = (
-    "lookingglass does not split one model across devices with TransformerLens's "
-    "n_devices/device_map helpers; load on one device (from_pretrained(..., device=...)), "
-    "or wrap a Hugging Face model loaded with device_map='auto' in HookedAutoModel."
+    "TransformerLens's CUDA-memory helpers are not provided; split a model with "
+    "from_pretrained(..., n_devices=N) or device_map=... (lookingglass.model.placement; "
+    "utils.get_device_for_block_index gives the split), or wrap a Hugging Face model "
+    "loaded with device_map='auto' in HookedAutoModel."
 )
 # TransformerLens `utils` names lookingglass does not provide, and what to use instead.
 NOT_PROVIDED = {
@@ -98,11 +101,21 @@ NOT_PROVIDED = {
     "find_embedding_device": _MULTI_GPU,
     "get_best_available_cuda_device": _MULTI_GPU,
     "get_best_available_device": _MULTI_GPU,
-    "get_device_for_block_index": _MULTI_GPU,
     "resolve_device_map": _MULTI_GPU,
     "sort_devices_based_on_available_memory": _MULTI_GPU,
     "TypedModuleList": "use torch.nn.ModuleList (our model's blocks are one).",
 }
+
+
+def get_device_for_block_index(
+    index: int, cfg: Any, device: torch.device | str | None = None
+) -> torch.device:
+    """The device of block `index` when `cfg.n_layers` blocks are split over
+    `cfg.n_devices` devices from `device` (default `cfg.device`) on, as TransformerLens."""
+    from lookingglass.model.placement import block_device
+
+    base = torch.device(device if device is not None else cfg.device)
+    return block_device(index, cfg.n_layers, cfg.n_devices, base)
 
 
 def __getattr__(name: str) -> Any:
