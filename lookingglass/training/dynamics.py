@@ -24,7 +24,8 @@ leading snapshot axis:
   it a phase change (at least half of its change inside 10% of the run and inside one
   doubling of the step count; a smooth exponential learning curve never puts more than
   a quarter in a doubling). Two curves "jump together" when both are phase changes and
-  their jump midpoints are within half the narrower jump window (`jumps_together`).
+  the middles of their steepest 10% windows are at most 5% of the run apart
+  (`jumps_together`).
 """
 
 from __future__ import annotations
@@ -347,8 +348,8 @@ def dynamics_summary(
         "induction_phase": induction_phase.to_dict(),
         "icl_phase": icl_phase.to_dict(),
         "coincide": jumps_together(induction_phase, icl_phase, steps),
-        "midpoints_apart": abs(induction_phase.midpoint - icl_phase.midpoint),
-        "together_tolerance": together_tolerance(induction_phase, icl_phase, steps),
+        "midpoints_apart": round(abs(induction_phase.midpoint - icl_phase.midpoint), 1),
+        "together_tolerance": round(together_tolerance(induction_phase, icl_phase, steps), 1),
     }
 
 

@@ -30,8 +30,13 @@ smoothed when there are fewer than `2 * smooth_width`) and linearly interpolated
 between snapshots.
 
 Two phase changes happen *together* (`jumps_together`) when both are detected and
-their midpoints are no further apart than half the narrower of the two jump windows,
-or than the snapshot spacing around the midpoints, whichever is larger.
+their midpoints are at most half a linear window apart (5% of the run by default), or
+one snapshot gap where the snapshots around a midpoint are sparser than that. A jump's
+`midpoint` is where the curve is halfway through the rise of its steepest linear window
+(interpolated): where the abrupt part of the change happens. (The largest-jump window
+`start..end` can be much wider when a curve rises in two stages, as the ICL score does,
+so its centre is not used; overlapping windows alone accepted jumps 10-20% of training
+apart.)
 """
 
 from __future__ import annotations
@@ -64,7 +69,8 @@ class PhaseChange:
             of the run (linear steps), and that window's `[abrupt_start, abrupt_end]`.
         log_abruptness: fraction of `total_range` inside the steepest doubling of the
             step count, and that window's `[log_abrupt_start, log_abrupt_end]`.
-        midpoint: the middle of the jump window, `(start + end) / 2`.
+        midpoint: where the curve is halfway through the rise of its steepest linear
+            window, in steps (interpolated).
         delta_bic: BIC of the best smooth fit minus the sigmoid's (> 0 favours a
             step; None with fewer than 6 snapshots).
         sigmoid_onset, sigmoid_midpoint, sigmoid_end: where the sigmoid fit has done
@@ -138,6 +144,16 @@ def _largest_jump(
     candidates = np.argwhere(rises >= keep * best) if best > 0 else np.argwhere(rises == best)
     i, j = min(candidates.tolist(), key=lambda ij: (steps[ij[1]] - steps[ij[0]], steps[ij[0]]))
     return i, j
+
+
+def _half_rise_step(steps: np.ndarray, y: np.ndarray, start: float, end: float) -> float:
+    """The first step in `[start, end]` where the interpolated curve reaches the middle
+    of its rise over that window (the window's centre if it does not rise)."""
+    grid = np.linspace(start, end, 401)
+    curve = np.interp(grid, steps.astype(np.float64), y)
+    if curve[-1] <= curve[0]:
+        return (start + end) / 2
+    return float(grid[int(np.argmax(curve >= (curve[0] + curve[-1]) / 2))])
 
 
 def phase_change(
@@ -214,7 +230,7 @@ def phase_change(
         log_abrupt,
         log_start,
         log_end,
-        (float(steps[i]) + float(steps[j])) / 2,
+        _half_rise_step(steps, y, lin_start, lin_end),
         **fields,
     )
 
@@ -228,14 +244,16 @@ def windows_overlap(a: PhaseChange, b: PhaseChange) -> bool:
 
 def together_tolerance(a: PhaseChange, b: PhaseChange, steps: Int[np.ndarray, " n"]) -> float:
     """How far apart (in steps) two jump midpoints may be to count as simultaneous: half
-    the narrower jump window, or the widest snapshot gap around either midpoint if that
-    is larger (the snapshots cannot place a jump more finely)."""
+    the narrower steepest linear window (5% of the run by default), or the widest
+    snapshot gap around either midpoint if that is larger (the snapshots cannot place a
+    jump more finely)."""
     steps = np.asarray(steps, dtype=np.float64)
     gaps = []
     for middle in (a.midpoint, b.midpoint):
         k = int(np.clip(np.searchsorted(steps, middle), 1, len(steps) - 1))
         gaps.append(steps[k] - steps[k - 1])
-    return max(0.5 * min(a.end - a.start, b.end - b.start), max(gaps))
+    half_window = 0.5 * min(a.abrupt_end - a.abrupt_start, b.abrupt_end - b.abrupt_start)
+    return float(max(half_window, max(gaps)))
 
 
 def jumps_together(a: PhaseChange, b: PhaseChange, steps: Int[np.ndarray, " n"]) -> bool:
