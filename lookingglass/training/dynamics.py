@@ -21,11 +21,11 @@ leading snapshot axis:
 - **Phase change** (`phase_change`, in `lookingglass.training.jumps`): the snapshot
   window in which a curve (the best induction score, or the ICL improvement
   `-icl_score`) makes its largest jump, and whether the curve is abrupt enough to call
-  it a phase change (at least half of its change inside 10% of the run and inside one
+  it a phase change (at least half of its change inside 25% of the run and inside one
   doubling of the step count; a smooth exponential learning curve never puts more than
   a quarter in a doubling). Two curves "jump together" when both are phase changes and
-  the middles of their steepest 10% windows are at most 5% of the run apart
-  (`jumps_together`).
+  their midpoints (half-way through the rise of the steepest doubling) are at most 5%
+  of the run apart (`jumps_together`).
 """
 
 from __future__ import annotations

@@ -7,16 +7,16 @@ jump" alone calls smooth curves phase changes too. `phase_change` therefore meas
 how concentrated the change is, against what a smooth learning curve can do:
 
 - **Abruptness in steps** (`abruptness`): the fraction of the curve's total change that
-  happens inside its steepest window of `window` (default 10%) of the run, in linear
-  steps. A straight line puts 10% there; a step puts all of it there.
+  happens inside its steepest window of `window` (default `max_width`, 25%) of the run,
+  in linear steps. A straight line puts 25% there; a step puts all of it there.
 - **Abruptness in log steps** (`log_abruptness`): the fraction of the total change
   inside the steepest doubling of the step count (steps t to 2t). A smooth learning
   curve that starts with training, an exponential `1 - exp(-t / tau)`, puts at most
   1/4 of its change in any doubling, whatever its time constant `tau` (the maximum of
   `exp(-x) - exp(-2x)`); a power law `1 - (1 + t / s) ** -c` less. A step puts all of it
-  there. Linear steps alone would call a fast exponential abrupt (most of it happens in
-  the first 10% of the run); log steps alone would call a straight line abrupt (half of
-  it happens in the last doubling). A phase change is abrupt in both.
+  there. Linear steps alone would call a fast exponential abrupt (most of it happens
+  early in the run); log steps alone would call a straight line abrupt (half of it
+  happens in the last doubling). A phase change is abrupt in both.
 - **Shape** (`delta_bic`): a sigmoid step against the best smooth curve (exponential or
   power law, each with a free onset), compared by BIC (`curve_fits`); positive favours
   the step. It is reported as evidence, not used in the verdict: when the jump falls
@@ -30,10 +30,10 @@ smoothed when there are fewer than `2 * smooth_width`) and linearly interpolated
 between snapshots.
 
 Two phase changes happen *together* (`jumps_together`) when both are detected and
-their midpoints are at most half a linear window apart (5% of the run by default), or
-one snapshot gap where the snapshots around a midpoint are sparser than that. A jump's
-`midpoint` is where the curve is halfway through the rise of its steepest linear window
-(interpolated): where the abrupt part of the change happens. (The largest-jump window
+their midpoints are at most 5% of the run apart, or one snapshot gap where the
+snapshots around a midpoint are sparser than that. A jump's `midpoint` is where the
+curve is halfway through the rise of its steepest doubling (interpolated): where the
+abrupt part of the change happens. (The largest-jump window
 `start..end` can be much wider when a curve rises in two stages, as the ICL score does,
 so its centre is not used; overlapping windows alone accepted jumps 10-20% of training
 apart.)
@@ -69,8 +69,8 @@ class PhaseChange:
             of the run (linear steps), and that window's `[abrupt_start, abrupt_end]`.
         log_abruptness: fraction of `total_range` inside the steepest doubling of the
             step count, and that window's `[log_abrupt_start, log_abrupt_end]`.
-        midpoint: where the curve is halfway through the rise of its steepest linear
-            window, in steps (interpolated).
+        midpoint: where the curve is halfway through the rise of its steepest doubling
+            of the step count, in steps (interpolated).
         delta_bic: BIC of the best smooth fit minus the sigmoid's (> 0 favours a
             step; None with fewer than 6 snapshots).
         sigmoid_onset, sigmoid_midpoint, sigmoid_end: where the sigmoid fit has done
@@ -163,7 +163,7 @@ def phase_change(
     max_width: float = 0.25,
     smooth_width: int = 3,
     keep: float = 0.8,
-    window: float = 0.1,
+    window: float | None = None,
 ) -> PhaseChange:
     """Find where a curve jumps, and whether the jump is a phase change.
 
@@ -183,7 +183,8 @@ def phase_change(
             (pass `-icl` for the ICL score).
         min_rise: the smallest rise that counts as a phase change, in the curve's units.
         max_width: the widest jump window, as a fraction of the last step.
-        window: the width of the linear abruptness window, as a fraction of the run.
+        window: the width of the linear abruptness window, as a fraction of the run
+            (default: `max_width`).
 
     Raises:
         InputError: fewer than 2 snapshots, one value per step missing, or steps not
@@ -202,6 +203,7 @@ def phase_change(
     if total <= 1e-12 * max(1.0, float(np.abs(y).max())):  # constant up to rounding
         total = 0.0
     run = float(steps[-1] - steps[0])
+    window = max_width if window is None else window
     lin_rise, lin_start, lin_end = steepest_window(steps, y, window * run, log=False)
     log_rise, log_start, log_end = steepest_window(steps, y, 2.0, log=True)
     abrupt, log_abrupt = (
@@ -230,7 +232,7 @@ def phase_change(
         log_abrupt,
         log_start,
         log_end,
-        _half_rise_step(steps, y, lin_start, lin_end),
+        _half_rise_step(steps, y, log_start, log_end),
         **fields,
     )
 
@@ -242,23 +244,25 @@ def windows_overlap(a: PhaseChange, b: PhaseChange) -> bool:
     return a.detected and b.detected and a.start <= b.end and b.start <= a.end
 
 
-def together_tolerance(a: PhaseChange, b: PhaseChange, steps: Int[np.ndarray, " n"]) -> float:
-    """How far apart (in steps) two jump midpoints may be to count as simultaneous: half
-    the narrower steepest linear window (5% of the run by default), or the widest
-    snapshot gap around either midpoint if that is larger (the snapshots cannot place a
-    jump more finely)."""
+def together_tolerance(
+    a: PhaseChange, b: PhaseChange, steps: Int[np.ndarray, " n"], fraction: float = 0.05
+) -> float:
+    """How far apart (in steps) two jump midpoints may be to count as simultaneous:
+    `fraction` of the run, or the widest snapshot gap around either midpoint if that is
+    larger (the snapshots cannot place a jump more finely)."""
     steps = np.asarray(steps, dtype=np.float64)
     gaps = []
     for middle in (a.midpoint, b.midpoint):
         k = int(np.clip(np.searchsorted(steps, middle), 1, len(steps) - 1))
         gaps.append(steps[k] - steps[k - 1])
-    half_window = 0.5 * min(a.abrupt_end - a.abrupt_start, b.abrupt_end - b.abrupt_start)
-    return float(max(half_window, max(gaps)))
+    return float(max(fraction * (steps[-1] - steps[0]), max(gaps)))
 
 
-def jumps_together(a: PhaseChange, b: PhaseChange, steps: Int[np.ndarray, " n"]) -> bool:
+def jumps_together(
+    a: PhaseChange, b: PhaseChange, steps: Int[np.ndarray, " n"], fraction: float = 0.05
+) -> bool:
     """True when both are detected phase changes whose midpoints are at most
     `together_tolerance` apart."""
     if not (a.detected and b.detected):
         return False
-    return abs(a.midpoint - b.midpoint) <= together_tolerance(a, b, steps)
+    return abs(a.midpoint - b.midpoint) <= together_tolerance(a, b, steps, fraction)

@@ -70,7 +70,7 @@ def test_the_log_window_bound_of_an_exponential_is_one_quarter():
 def test_a_straight_line_is_no_phase_change():
     found = phase_change(STEPS, STEPS / RUN, min_rise=0.3, smooth_width=1)
     assert not found.detected
-    assert found.abruptness == pytest.approx(0.1, abs=1e-6)  # a 10% window of a line
+    assert found.abruptness == pytest.approx(0.25, abs=1e-6)  # a 25% window of a line
     assert found.log_abruptness == pytest.approx(0.5, abs=1e-6)  # its last doubling
 
 
@@ -84,10 +84,10 @@ def test_a_flat_curve_is_no_phase_change():
 
 def test_too_few_snapshots():
     # Two snapshots: the jump is between them, but nothing says it was abrupt (linearly
-    # interpolated, a 10% window holds 10% of it), and there is too little to fit.
+    # interpolated, a 25% window holds 25% of it), and there is too little to fit.
     two = phase_change(np.array([0, 100]), np.array([0.0, 1.0]), min_rise=0.3)
     assert (two.start, two.end, two.rise) == (0, 100, 1.0)
-    assert not two.detected and two.abruptness == pytest.approx(0.1)
+    assert not two.detected and two.abruptness == pytest.approx(0.25)
     assert two.delta_bic is None and two.sigmoid_midpoint is None
     with pytest.raises(InputError, match="at least 2 snapshots"):
         phase_change(np.array([0]), np.array([1.0]), min_rise=0.3)
