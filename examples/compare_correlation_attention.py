@@ -61,6 +61,7 @@ def replication_run(
     setup: Any = None,
     n_steps: int | None = None,
     every: int = 100,
+    stop_at: int | None = None,
 ) -> dict[str, Any]:
     """Train one attention-only model on the replication's data (`DEFAULT` settings with
     this seed) and measure it.
@@ -70,7 +71,9 @@ def replication_run(
         seed: the replication seed (initialization, data, data order).
         setup: called with the fresh model before training (e.g. to set the smear).
         n_steps: training steps (default: the replication's 2,500).
-        every: measure the best induction score every this many steps.
+        every: measure the best induction score (and a smear's mean weight on the current
+            key) every this many steps.
+        stop_at: stop after this step; the schedule still spans `n_steps`.
 
     Returns:
         A JSON-serializable record: the best induction score every `every` steps, the first
@@ -84,10 +87,16 @@ def replication_run(
     if setup is not None:
         setup(model)
     curve: list[list[float]] = []
+    smear_curve: list[list[float]] = []
+    last = stop_at if stop_at is not None else settings.n_steps
 
     def measure(state: Any) -> None:
-        if state.step % every == 0 or state.step == settings.n_steps:
+        if state.step % every == 0 or state.step == last:
             curve.append([state.step, round(float(_probe_scores(state.model).max()), 3)])
+            mixer = state.model.blocks[0].attn.key_mixer
+            if hasattr(mixer, "smear_logit"):
+                weight = torch.sigmoid(mixer.smear_logit.detach()).mean()
+                smear_curve.append([state.step, round(float(weight), 4)])
 
     config = TrainConfig(
         n_steps=settings.n_steps,
@@ -99,13 +108,14 @@ def replication_run(
         seed=seed,
         progress=False,
     )
-    result = train(model, train_rows, config, callbacks=[measure])
+    result = train(model, train_rows, config, callbacks=[measure], stop_at_step=stop_at)
     losses = per_position_losses(model, eval_rows).mean(0)
     final = _probe_scores(model)
     above = [step for step, score in curve if score > settings.induction_threshold]
     record = {
         "seed": seed,
         "steps": settings.n_steps,
+        "stopped_at": last,
         "max_induction_score": round(float(final.max()), 3),
         "induction_scores": [[round(float(x), 3) for x in row] for row in final],
         "first_step_above_threshold": above[0] if above else None,
@@ -121,6 +131,7 @@ def replication_run(
             for b in model.blocks
         ]
     if hasattr(mixer, "smear_logit"):
+        record["smear_weight_curve"] = smear_curve
         record["smear_weight_on_current_key"] = [
             [round(float(w), 3) for w in torch.sigmoid(b.attn.key_mixer.smear_logit.detach())]
             for b in model.blocks

@@ -7,8 +7,8 @@ induction-heads`) from several initial weights on the current key,
 the best induction (prefix-matching) score through training and where `s` ends.
 The replication starts at s = 0.5; the library's default start is sigmoid(3) ~ 0.953.
 
-    python examples/smeared_keys_init.py --inits 0.5 0.7 0.85 0.95 default --seeds 0 1
-        [--steps 2500] [--out docs/smeared_keys_init.json]
+    python examples/smeared_keys_init.py --inits 0.5 0.7 0.85 0.9 0.95 default --seeds 0 1
+        [--steps 2500] [--stop-at STEP] [--every 100] [--out docs/smeared_keys_init.json]
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ def main() -> None:
     parser.add_argument("--inits", nargs="+", default=["0.5", "0.7", "0.85", "0.95", "default"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--steps", type=int, default=None, help="default: the replication's")
+    parser.add_argument("--stop-at", type=int, default=None, help="stop early (same schedule)")
+    parser.add_argument("--every", type=int, default=100, help="measure every this many steps")
     parser.add_argument("--out", default="docs/smeared_keys_init.json")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args()
@@ -54,13 +56,15 @@ def main() -> None:
     started = time.perf_counter()
     out_path = Path(args.out)
     runs = json.loads(out_path.read_text())["runs"] if out_path.is_file() else []
-    done = {(r["init"], r["seed"], r["steps"]) for r in runs}
+    done = {(r["init"], r["seed"], r.get("stopped_at", r["steps"])) for r in runs}
     for seed in args.seeds:
         for init in args.inits:
-            if (init, seed, args.steps or DEFAULT.n_steps) in done:
+            if (init, seed, args.stop_at or args.steps or DEFAULT.n_steps) in done:
                 continue
             weight = None if init == "default" else float(init)
-            record = replication_run({"smear_keys": True}, seed, set_smear(weight), args.steps)
+            record = replication_run(
+                {"smear_keys": True}, seed, set_smear(weight), args.steps, args.every, args.stop_at
+            )
             record = {"init": init, **record}
             print(json.dumps({k: v for k, v in record.items() if k != "induction_curve"}))
             runs.append(record)
