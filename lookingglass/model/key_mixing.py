@@ -6,12 +6,14 @@ at j, j-1, ..., before scores are computed; plain attention uses the keys as the
 * **Smeared keys** (Olsson et al. 2022, "In-Context Learning and Induction Heads"):
   `k'_j = sigmoid(alpha_h) * k_j + (1 - sigmoid(alpha_h)) * k_{j-1}` with one learned
   `alpha_h` per head and `k_{-1} = 0`. It lets a one-layer model form induction heads.
-* **Correlation attention** ("Leviathan"): the score of query i and key j is the
-  cross-correlation of the query with the key *signal* over lags 0..L-1,
-  `score_ij = sum_tau w_{h,tau} <q_i, k_{j-tau}> / attn_scale` (keys before position 0
-  are zero). Lag 0 alone (`w = [1, 0, ...]`, the initialization) is the dot product. By
-  linearity this is dot-product attention with keys `k'_j = sum_tau w_{h,tau} k_{j-tau}`,
-  which is how it is computed. `L = cfg.correlation_max_lag`.
+* **Correlation attention** (after the idea of Arrakis's "Leviathan", not its code): the
+  score of query i and key j is the cross-correlation of the query with the key
+  *signal* over lags 0..L-1, `score_ij = sum_tau w_{h,tau} <q_i, k_{j-tau}> /
+  attn_scale` (keys before position 0 are zero). Lag 0 alone (`w = [1, 0, ...]`, the
+  initialization) is the dot product. By linearity this is dot-product attention with
+  keys `k'_j = sum_tau w_{h,tau} k_{j-tau}`, which is how it is computed.
+  `L = cfg.correlation_max_lag`. It is causal, per head and per sequence, and
+  differentiable; Leviathan's correlation is none of these (docs/correlation_attention.md).
 
 The mixed keys pass `attn.hook_mixed_k` [batch pos head_index d_head].
 """

@@ -18,9 +18,14 @@ leading snapshot axis:
   tokens 51-102 vs 512-1023). "The loss at token t" is the loss of predicting token t
   from tokens 0..t-1, averaged over held-out rows. Negative means the model predicts
   better late in the context, i.e. learns in context.
-- **Phase change** (`phase_change`): the snapshot window in which a curve (the best
-  induction score, or the ICL improvement `-icl_score`) makes its largest jump; two
-  curves "jump together" when their windows overlap (`windows_overlap`).
+- **Phase change** (`phase_change`, in `lookingglass.training.jumps`): the snapshot
+  window in which a curve (the best induction score, or the ICL improvement
+  `-icl_score`) makes its largest jump, and whether the curve is abrupt enough to call
+  it a phase change (at least half of its change inside 25% of the run and inside one
+  doubling of the step count; a smooth exponential learning curve never puts more than
+  a quarter in a doubling). Two curves "jump together" when both are phase changes and
+  their midpoints (half-way through the rise of the steepest doubling) are at most 5%
+  of the run apart (`jumps_together`).
 """
 
 from __future__ import annotations
@@ -42,7 +47,37 @@ from lookingglass.analysis.heads import (
     repeated_random_tokens,
 )
 from lookingglass.errors import InputError
+from lookingglass.training.jumps import (
+    PhaseChange,
+    jumps_together,
+    phase_change,
+    smooth,
+    together_tolerance,
+    windows_overlap,
+)
 from lookingglass.utils import write_atomic
+
+__all__ = [
+    "Dynamics",
+    "LossPCA",
+    "PhaseChange",
+    "TokenSample",
+    "analyze_snapshots",
+    "dynamics_summary",
+    "icl_score",
+    "icl_windows",
+    "jumps_together",
+    "loss_pca",
+    "per_position_losses",
+    "phase_change",
+    "sample_losses",
+    "sample_tokens",
+    "smooth",
+    "text_induction_attention",
+    "together_tolerance",
+    "windows_overlap",
+    "write_json",
+]
 
 
 # --------------------------------------------------------------------------- samples
@@ -271,79 +306,7 @@ def loss_pca(loss_vectors: Float[np.ndarray, "n_snapshots n_tokens"], k: int = 3
     return LossPCA(mean, vt[:k], ratio[:k], u[:, :k] * s[:k])
 
 
-# ---------------------------------------------------------------------- phase change
-@dataclass(frozen=True)
-class PhaseChange:
-    """The window of a curve's largest jump (see `phase_change`).
-
-    Attributes:
-        start, end: the snapshot steps that bound the window.
-        rise: the curve's increase from `start` to `end`.
-        total_range: max minus min of the (smoothed) curve over the whole run.
-        detected: `rise >= min_rise`.
-    """
-
-    start: int
-    end: int
-    rise: float
-    total_range: float
-    detected: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serializable fields."""
-        return {k: (v.item() if hasattr(v, "item") else v) for k, v in asdict(self).items()}
-
-
-def smooth(values: Float[np.ndarray, " n"], width: int = 3) -> np.ndarray:
-    """Centered moving average over `width` snapshots (shorter at the ends)."""
-    values = np.asarray(values, dtype=np.float64)
-    half = width // 2
-    return np.array([values[max(0, i - half) : i + half + 1].mean() for i in range(len(values))])
-
-
-def phase_change(
-    steps: Int[np.ndarray, " n"],
-    values: Float[np.ndarray, " n"],
-    min_rise: float,
-    max_width: float = 0.25,
-    smooth_width: int = 3,
-    keep: float = 0.8,
-) -> PhaseChange:
-    """Find where a curve jumps.
-
-    Definition. Smooth the curve (`smooth`, `smooth_width` snapshots). Among all pairs of
-    snapshots i < j no more than `max_width * steps[-1]` steps apart, let R be the
-    largest rise `y[j] - y[i]`. The window is the narrowest such pair (earliest on ties)
-    whose rise is at least `keep * R`: where most of the biggest jump happens. It is a
-    phase change (`detected`) when that rise is at least `min_rise`.
-
-    Args:
-        steps: snapshot steps, ascending.
-        values: the curve at those steps, oriented so that progress is an increase
-            (pass `-icl` for the ICL score).
-        min_rise: the smallest rise that counts as a phase change, in the curve's units.
-    """
-    steps = np.asarray(steps)
-    if len(steps) < 2 or len(steps) != len(values):
-        raise InputError("phase_change needs at least 2 snapshots and one value per step.")
-    y = smooth(values, smooth_width)
-    span = steps[None, :] - steps[:, None]
-    allowed = (span > 0) & (span <= max(max_width * steps[-1], 1))
-    rises = np.where(allowed, y[None, :] - y[:, None], -np.inf)
-    best = rises.max()
-    candidates = np.argwhere(rises >= keep * best) if best > 0 else np.argwhere(rises == best)
-    i, j = min(candidates.tolist(), key=lambda ij: (steps[ij[1]] - steps[ij[0]], steps[ij[0]]))
-    rise = float(y[j] - y[i])
-    return PhaseChange(
-        int(steps[i]), int(steps[j]), rise, float(y.max() - y.min()), bool(rise >= min_rise)
-    )
-
-
-def windows_overlap(a: PhaseChange, b: PhaseChange) -> bool:
-    """True when both are detected phase changes and their step windows intersect."""
-    return a.detected and b.detected and a.start <= b.end and b.start <= a.end
-
-
+# ---------------------------------------------------------------------- verdict
 def dynamics_summary(
     dynamics: Dynamics,
     induction_threshold: float = 0.4,
@@ -356,7 +319,9 @@ def dynamics_summary(
     each with the first snapshot step at which it did. `induction_phase` /
     `icl_phase`: `phase_change` of the best head's induction score (min rise
     `min_induction_rise`) and of `-icl` (min rise `min_icl_rise` nats). `coincide`:
-    both detected and overlapping.
+    both are phase changes and jump together (`jumps_together`); `midpoints_apart`
+    and `together_tolerance`: the distance between the two jump midpoints and the
+    largest distance that counts as together, in steps.
     """
     steps = dynamics.steps
     final = dynamics.induction[-1]
@@ -382,7 +347,9 @@ def dynamics_summary(
         "final_eval_loss": round(float(dynamics.eval_loss[-1]), 4),
         "induction_phase": induction_phase.to_dict(),
         "icl_phase": icl_phase.to_dict(),
-        "coincide": windows_overlap(induction_phase, icl_phase),
+        "coincide": jumps_together(induction_phase, icl_phase, steps),
+        "midpoints_apart": round(abs(induction_phase.midpoint - icl_phase.midpoint), 1),
+        "together_tolerance": round(together_tolerance(induction_phase, icl_phase, steps), 1),
     }
 
 

@@ -346,8 +346,11 @@ def _report(results: dict[str, Any], runs: list[ModelRun], settings: Replication
         "- Jump window (`dynamics.phase_change`): on the curve smoothed over 3 snapshots, the "
         "largest rise between two snapshots at most 25% of training apart; the window is the "
         "narrowest pair of snapshots keeping 80% of that rise. A phase change needs a rise of "
-        "0.3 (best induction score) or 0.1 nats (ICL, i.e. of -ICL score). *Together*: both "
-        "detected and the windows overlap.",
+        "0.3 (best induction score) or 0.1 nats (ICL, i.e. of -ICL score) and an abrupt "
+        "curve: at least half of its change inside 25% of training and inside one doubling "
+        "of the step count (an exponential learning curve puts at most 1/4 in a doubling; "
+        "docs/phase_changes.md). *Together*: both are phase changes and their midpoints "
+        "(half-way through the steepest doubling) are at most 5% of training apart.",
         "- Per-token loss PCA: loss on "
         f"{settings.n_loss_tokens} held-out tokens, each from a different sequence, at every "
         "snapshot of every model, PCA over all of them jointly (numpy SVD).",

@@ -113,7 +113,14 @@ def test_dynamics_have_the_documented_shapes_and_are_reproducible(run, rows):
     pca = loss_pca(first.loss_vectors, k=2)
     assert pca.components.shape == (2, 20) and pca.trajectory.shape == (n, 2)
     summary = dynamics_summary(first)
-    assert set(summary) >= {"induction_heads", "induction_phase", "icl_phase", "coincide"}
+    assert set(summary) >= {
+        "induction_heads",
+        "induction_phase",
+        "icl_phase",
+        "coincide",
+        "midpoints_apart",
+        "together_tolerance",
+    }
 
 
 def test_dynamics_round_trip_through_a_file(run, rows, tmp_path):
