@@ -50,6 +50,11 @@ def add_replicate_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="--data text: train only these runs (e.g. attn2-seed0), to run several commands "
         "side by side; the report is written when all runs are done",
     )
+    parser.add_argument(
+        "--partial",
+        action="store_true",
+        help="--data text: write the report over the runs finished so far, listing the rest",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument(
         "--threads",
@@ -66,8 +71,8 @@ def _run_cli(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     if args.data == "text":
         return _run_text_cli(args)
-    if args.minutes is not None or args.only:
-        raise InputError("--minutes and --only apply to --data text only.")
+    if args.minutes is not None or args.only or args.partial:
+        raise InputError("--minutes, --only and --partial apply to --data text only.")
     from lookingglass.training.replicate import run_replication
 
     out = output_folder(args.out or ("reports/induction-heads" + ("-quick" if args.quick else "")))
@@ -85,9 +90,14 @@ def _run_text_cli(args: argparse.Namespace) -> int:
     default = "reports/induction-heads-text" + ("-quick" if args.quick else "")
     out = output_folder(args.out or default)
     results = run_text_replication(
-        out, args.quick, only=tuple(args.only), minutes=args.minutes, progress=not args.no_progress
+        out,
+        args.quick,
+        only=tuple(args.only),
+        minutes=args.minutes,
+        progress=not args.no_progress,
+        partial=args.partial,
     )
-    if not results["complete"]:
+    if not results["complete"] and "verdict" not in results:
         print(
             f"\nfinished {len(results['finished'])} run(s); left: {', '.join(results['left'])}. "
             "Run the same command again to continue."

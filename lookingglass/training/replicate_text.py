@@ -178,7 +178,8 @@ def train_config(settings: TextSettings, seed: int, run_dir: Path, progress: boo
     )
 
 
-def _model(name: str, settings: TextSettings, data: TextData, seed: int):
+def run_model(name: str, settings: TextSettings, data: TextData, seed: int):
+    """A fresh model `name` (a key of `MODELS`) at the settings' sizes, seeded with `seed`."""
     sizes = ReplicationSettings(
         d_vocab=len(data.tokenizer),
         n_ctx=settings.n_ctx,
@@ -216,7 +217,7 @@ def train_run(
     eval_rows = data.heldout_rows[: settings.n_eval_rows]
     steps = snapshot_steps(settings.n_steps, settings.n_log_snapshots, settings.n_linear_snapshots)
     saver = SnapshotSaver(run_dir / "snapshots", steps)
-    model = _model(model_name, settings, data, seed)
+    model = run_model(model_name, settings, data, seed)
     while done < settings.n_steps:
         if deadline is not None and time.monotonic() > deadline:
             return None
@@ -264,7 +265,9 @@ def analyze_run(
     window = _jump_window(summary)
     refined: list[int] = []
     if window is not None:
-        refined = _replay(name, out, settings, data, window, set(snapshots.steps), progress)
+        refined = replay_snapshots(
+            name, out, settings, data, window, set(snapshots.steps), progress
+        )
         snapshots = Snapshots(run_dir / "snapshots")
         added = analyze_snapshots(((s, snapshots.load(s)) for s in refined), eval_rows, sample)
         dynamics = _merge(dynamics, added)
@@ -292,9 +295,18 @@ def _jump_window(summary: dict[str, Any]) -> tuple[int, int] | None:
     return None
 
 
-def _replay(name, out, settings, data, window, existing, progress) -> list[int]:
-    """Re-train the chunk that holds `window` from its checkpoint, saving snapshots at
-    `n_refine_snapshots` new steps inside the window. Returns those steps."""
+def replay_snapshots(
+    name: str,
+    out: Path,
+    settings: TextSettings,
+    data: TextData,
+    window: tuple[int, int],
+    existing: set[int],
+    progress: bool = False,
+) -> list[int]:
+    """Re-train run `name` from the chunk checkpoint at or before `window[0]`, saving
+    snapshots at `n_refine_snapshots` steps inside the window (those not in `existing`).
+    The run's own checkpoint is left alone. Returns the new snapshot steps."""
     model_name, seed, fraction = parse_run_name(name)
     run_dir = out / name
     start, end = window
@@ -308,7 +320,7 @@ def _replay(name, out, settings, data, window, existing, progress) -> list[int]:
     config = TrainConfig(
         **{**asdict(train_config(settings, seed, run_dir, progress)), "checkpoint_dir": None}
     )
-    model = _model(model_name, settings, data, seed)
+    model = run_model(model_name, settings, data, seed)
     train(
         model,
         mixed_rows(data, fraction, settings, seed),
@@ -358,6 +370,7 @@ def run_text_replication(
     minutes: float | None = None,
     progress: bool = True,
     plots: bool = True,
+    partial: bool = False,
 ) -> dict[str, Any]:
     """Train (or continue), measure and report every run of the natural-text replication.
 
@@ -368,6 +381,8 @@ def run_text_replication(
             several commands side by side; the report is written once all runs are done.
         minutes: stop starting new chunks after this many minutes; run again to continue.
         plots: write the PNG plots.
+        partial: when runs are left, report the finished ones anyway, listing the others
+            with the step they reached.
 
     Returns:
         `{"complete": False, "finished": [...], "left": [...]}` when stopped early, else
@@ -394,10 +409,10 @@ def run_text_replication(
         dynamics, summary = analyze_run(name, out, settings, data, progress)
         finished[name] = (result, dynamics, summary)
     left = [n for n in names if not (out / n / "summary.json").is_file()]
-    if left:
+    if left and not partial:
         return {"complete": False, "finished": sorted(set(names) - set(left)), "left": left}
     for name in names:  # runs finished by other commands
-        if name not in finished:
+        if name not in finished and name not in left:
             result = _result_from_checkpoint(out / name / "checkpoint" / CHECKPOINT_FILE)
             finished[name] = (result, *analyze_run(name, out, settings, data))
     command = "lookingglass replicate induction-heads --data text" + (
@@ -409,12 +424,19 @@ def run_text_replication(
         data.baselines,
         time.perf_counter() - started,
         f"{command} --out {out}",
+        unfinished={n: _steps_done(out / n) for n in left},
     )
     if plots:
         _plot(finished, settings, out)
     write_atomic(out / "report.md", text_report(results))
     write_json(results, out / "results.json")
-    return {"complete": True, **results}
+    return {"complete": not left, "finished": sorted(finished), "left": left, **results}
+
+
+def _steps_done(run_dir: Path) -> int:
+    """The step of a run's checkpoint (0 when it has none)."""
+    checkpoint = run_dir / "checkpoint" / CHECKPOINT_FILE
+    return int(load_checkpoint(checkpoint)["step"]) if checkpoint.is_file() else 0
 
 
 def _plot(finished, settings: TextSettings, out: Path) -> None:
@@ -429,11 +451,13 @@ def _plot(finished, settings: TextSettings, out: Path) -> None:
         ]
 
     seed = settings.seeds[0]
-    plot_runs(runs([f"{m}-seed{seed}" for m in MODELS], lambda n: parse_run_name(n)[0]), out)
-    mixes = [n for n in run_names(settings) if parse_run_name(n)[2] > 0]
+    first = [f"{m}-seed{seed}" for m in MODELS if f"{m}-seed{seed}" in finished]
+    if first:
+        plot_runs(runs(first, lambda n: parse_run_name(n)[0]), out)
+    mixes = [n for n in run_names(settings) if parse_run_name(n)[2] > 0 and n in finished]
     if mixes:
         (out / "mixture").mkdir(exist_ok=True)
-        names = [f"attn2-seed{seed}", *mixes]
+        names = [n for n in [f"attn2-seed{seed}"] if n in finished] + mixes
         plot_runs(runs(names, lambda n: f"{parse_run_name(n)[2]:.0%} synthetic"), out / "mixture")
 
 

@@ -33,9 +33,11 @@ def text_results(
     baselines: dict[str, Any],
     seconds: float,
     command: str,
+    unfinished: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """`results.json`: settings, baselines, every run's summary, per-model aggregates over
-    seeds (natural text only) and the verdict."""
+    """`results.json`: settings, baselines, every finished run's summary, per-model
+    aggregates over seeds (natural text only), the verdict, and the runs left unfinished
+    (`unfinished`: name -> step reached; the verdict then covers the finished runs only)."""
     from lookingglass.training.replicate_text import parse_run_name
 
     per_model: dict[str, dict[str, Any]] = {}
@@ -67,6 +69,7 @@ def text_results(
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, "
         f"torch {torch.__version__}",
         "runs": summaries,
+        "unfinished": unfinished or {},
         "per_model": per_model,
         "verdict": {"replicated_on_natural_text": replicated},
         "command": command,
@@ -129,6 +132,13 @@ def text_report(results: dict[str, Any]) -> str:
             f"{r['final_icl_score']:+.3f} | {r['final_eval_loss']:.3f} | {r['n_snapshots']} | "
             f"{r.get('train_seconds', 0):.0f} s |"
         )
+    if results["unfinished"]:
+        lines += [
+            "",
+            f"Not finished (of {s['n_steps']} steps; not in the tables): "
+            + ", ".join(f"{n} (step {step})" for n, step in results["unfinished"].items())
+            + ".",
+        ]
     lines += [
         "",
         "![scores of the seed-0 runs](scores.png)",
