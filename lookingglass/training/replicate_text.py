@@ -424,7 +424,10 @@ def run_text_replication(
         data.baselines,
         time.perf_counter() - started,
         f"{command} --out {out}",
-        unfinished={n: _steps_done(out / n) for n in left},
+        unfinished={
+            n: analyze_partial(n, out, settings, data) if not only or n in only else None
+            for n in left
+        },
     )
     if plots:
         _plot(finished, settings, out)
@@ -433,10 +436,32 @@ def run_text_replication(
     return {"complete": not left, "finished": sorted(finished), "left": left, **results}
 
 
-def _steps_done(run_dir: Path) -> int:
-    """The step of a run's checkpoint (0 when it has none)."""
+def analyze_partial(name: str, out: Path, settings: TextSettings, data: TextData) -> dict[str, Any]:
+    """Measure an unfinished run on the snapshots it has so far (no replay), into
+    `partial_summary.json`, re-measured only when a newer snapshot exists. The summary's
+    `steps_done` is the step of the run's checkpoint."""
+    run_dir = out / name
     checkpoint = run_dir / "checkpoint" / CHECKPOINT_FILE
-    return int(load_checkpoint(checkpoint)["step"]) if checkpoint.is_file() else 0
+    steps_done = int(load_checkpoint(checkpoint)["step"]) if checkpoint.is_file() else 0
+    path = run_dir / "partial_summary.json"
+    old = json.loads(path.read_text()) if path.is_file() else None
+    snapshots = Snapshots(run_dir / "snapshots") if steps_done else None
+    if snapshots is None or len(snapshots) < 2:
+        return {"steps_done": steps_done}
+    if old is not None and old["last_snapshot"] == snapshots.steps[-1]:
+        return old
+    eval_rows = data.heldout_rows[: settings.n_eval_rows]
+    sample = sample_tokens(data.heldout_rows, settings.n_loss_tokens, seed=0)
+    dynamics = analyze_snapshots(snapshots, eval_rows, sample)
+    summary = {
+        **dynamics_summary(dynamics, settings.induction_threshold),
+        "steps_done": steps_done,
+        "last_snapshot": snapshots.steps[-1],
+        "n_snapshots": len(snapshots),
+        **_read_state(run_dir),
+    }
+    write_json(summary, path)
+    return summary
 
 
 def _plot(finished, settings: TextSettings, out: Path) -> None:

@@ -33,11 +33,12 @@ def text_results(
     baselines: dict[str, Any],
     seconds: float,
     command: str,
-    unfinished: dict[str, int] | None = None,
+    unfinished: dict[str, dict[str, Any] | None] | None = None,
 ) -> dict[str, Any]:
     """`results.json`: settings, baselines, every finished run's summary, per-model
     aggregates over seeds (natural text only), the verdict, and the runs left unfinished
-    (`unfinished`: name -> step reached; the verdict then covers the finished runs only)."""
+    (`unfinished`: name -> `analyze_partial` summary of the snapshots reached, or None
+    when not measured; the verdict covers the finished runs only)."""
     from lookingglass.training.replicate_text import parse_run_name
 
     per_model: dict[str, dict[str, Any]] = {}
@@ -132,13 +133,28 @@ def text_report(results: dict[str, Any]) -> str:
             f"{r['final_icl_score']:+.3f} | {r['final_eval_loss']:.3f} | {r['n_snapshots']} | "
             f"{r.get('train_seconds', 0):.0f} s |"
         )
-    if results["unfinished"]:
+    measured = {n: r for n, r in results["unfinished"].items() if r and "max_induction_score" in r}
+    if measured:
         lines += [
             "",
-            f"Not finished (of {s['n_steps']} steps; not in the tables): "
-            + ", ".join(f"{n} (step {step})" for n, step in results["unfinished"].items())
-            + ".",
+            f"Runs not finished (of {s['n_steps']} steps), measured on the snapshots they "
+            "reached (no replayed snapshots; not in the verdict):",
+            "",
+            "| run | reached step | best induction | best previous-token | induction jump "
+            "(steps) | ICL jump (steps) | ICL score at the last snapshot | held-out loss "
+            "there |",
+            "|---|---|---|---|---|---|---|---|",
         ]
+        for name, r in measured.items():
+            lines.append(
+                f"| {name} | {r['last_snapshot']} | {r['max_induction_score']:.2f} | "
+                f"{r['max_previous_token_score']:.2f} | {phase_window(r['induction_phase'])} | "
+                f"{phase_window(r['icl_phase'])} | {r['final_icl_score']:+.3f} | "
+                f"{r['final_eval_loss']:.3f} |"
+            )
+    others = [n for n in results["unfinished"] if n not in measured]
+    if others:
+        lines += ["", f"Runs not finished and not measured: {', '.join(others)}."]
     lines += [
         "",
         "![scores of the seed-0 runs](scores.png)",
