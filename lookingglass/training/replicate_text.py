@@ -388,7 +388,11 @@ def run_text_replication(
         `{"complete": False, "finished": [...], "left": [...]}` when stopped early, else
         the `results.json` content (`replicate_text_report.text_results`).
     """
-    from lookingglass.training.replicate_text_report import text_report, text_results
+    from lookingglass.training.replicate_text_report import (
+        plot_text_runs,
+        text_report,
+        text_results,
+    )
 
     settings = settings or (TEXT_QUICK if quick else TEXT_DEFAULT)
     out = Path(out_dir)
@@ -430,7 +434,7 @@ def run_text_replication(
         },
     )
     if plots:
-        _plot(finished, settings, out)
+        plot_text_runs(finished, settings, out)
     write_atomic(out / "report.md", text_report(results))
     write_json(results, out / "results.json")
     return {"complete": not left, "finished": sorted(finished), "left": left, **results}
@@ -462,28 +466,6 @@ def analyze_partial(name: str, out: Path, settings: TextSettings, data: TextData
     }
     write_json(summary, path)
     return summary
-
-
-def _plot(finished, settings: TextSettings, out: Path) -> None:
-    """The synthetic replication's plots, for the first seed's three models and for the
-    mixture runs (in `mixture/`)."""
-    from lookingglass.training.replicate import ModelRun, plot_runs
-
-    def runs(names: list[str], label) -> list[ModelRun]:
-        return [
-            ModelRun(label(n), {}, finished[n][0], finished[n][1], finished[n][2], 0.0)
-            for n in names
-        ]
-
-    seed = settings.seeds[0]
-    first = [f"{m}-seed{seed}" for m in MODELS if f"{m}-seed{seed}" in finished]
-    if first:
-        plot_runs(runs(first, lambda n: parse_run_name(n)[0]), out)
-    mixes = [n for n in run_names(settings) if parse_run_name(n)[2] > 0 and n in finished]
-    if mixes:
-        (out / "mixture").mkdir(exist_ok=True)
-        names = [n for n in [f"attn2-seed{seed}"] if n in finished] + mixes
-        plot_runs(runs(names, lambda n: f"{parse_run_name(n)[2]:.0%} synthetic"), out / "mixture")
 
 
 def _check_settings(out: Path, settings: TextSettings) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import platform
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -187,3 +188,27 @@ def text_report(results: dict[str, Any]) -> str:
 
 def _fmt(spread: dict[str, float], spec: str) -> str:
     return f"{spread['mean']:{spec}} ({spread['min']:{spec}} to {spread['max']:{spec}})"
+
+
+def plot_text_runs(finished: dict[str, tuple], settings: Any, out: Path) -> None:
+    """The synthetic replication's plots, for the first seed's three models and for the
+    mixture runs (in `mixture/`); `finished` maps run names to (`TrainResult`,
+    `Dynamics`, summary)."""
+    from lookingglass.training.replicate import MODELS, ModelRun, plot_runs
+    from lookingglass.training.replicate_text import parse_run_name, run_names
+
+    def runs(names: list[str], label) -> list[ModelRun]:
+        return [
+            ModelRun(label(n), {}, finished[n][0], finished[n][1], finished[n][2], 0.0)
+            for n in names
+        ]
+
+    seed = settings.seeds[0]
+    first = [f"{m}-seed{seed}" for m in MODELS if f"{m}-seed{seed}" in finished]
+    if first:
+        plot_runs(runs(first, lambda n: parse_run_name(n)[0]), out)
+    mixes = [n for n in run_names(settings) if parse_run_name(n)[2] > 0 and n in finished]
+    if mixes:
+        (out / "mixture").mkdir(exist_ok=True)
+        names = [n for n in [f"attn2-seed{seed}"] if n in finished] + mixes
+        plot_runs(runs(names, lambda n: f"{parse_run_name(n)[2]:.0%} synthetic"), out / "mixture")

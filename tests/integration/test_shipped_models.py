@@ -141,7 +141,7 @@ def test_card_says_how_the_model_was_trained(name):
     assert ("**Trained on natural text only**" in summary) == (not tricks)
     assert ("**Not trained on natural text alone**" in summary) == tricks
     assert ("synthetic induction warm-up" in summary) == bool(facts["warmup"])
-    assert ("copied span" in summary) == bool(facts["repeat_fraction"])
+    assert ("training rows carry a copied span" in summary) == bool(facts["repeat_fraction"])
 
 
 def test_mlp4_matches_hugging_face_gpt2():
