@@ -17,6 +17,9 @@ of the King James Bible), so the replication trains on synthetic sequences in wh
 induction is the way to lower the loss: uniformly random tokens in which random earlier
 segments recur at random later offsets (`induction_training_data`). Random offsets
 matter: with a fixed repeat distance a one-layer model learns a positional shortcut.
+Copying is the only thing to learn there, so an ICL jump when induction heads form is
+close to true by construction; `replicate_text.py` (`--data text`) asks the question of
+natural text.
 
 The report (`report.md`, PNG plots, `results.json`) states the measured outcome for
 each model, whatever it is.
