@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_harvest_parser(sub)
     from lookingglass.training.default_models import add_train_default_parser
-    from lookingglass.training.replicate import add_replicate_parser
+    from lookingglass.training.replicate_cli import add_replicate_parser
 
     add_replicate_parser(sub)
     add_train_default_parser(sub)

@@ -43,9 +43,9 @@ from lookingglass.errors import InputError
 from lookingglass.training.cli_args import output_folder, positive_int
 from lookingglass.training.corpus import load_corpus
 from lookingglass.training.data import tokenize_and_concatenate
+from lookingglass.training.model_card import refresh_card, write_card
 from lookingglass.training.tokenizer import train_tokenizer
-from lookingglass.training.train import TrainConfig, TrainResult, evaluate, train
-from lookingglass.utils import write_atomic
+from lookingglass.training.train import TrainConfig, TrainResult, train
 
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 VOCAB_SIZE = 4096
@@ -242,8 +242,7 @@ def train_default(
         data_seconds,
         n_steps is not None,
     )
-    write_atomic(out / "training.json", json.dumps(facts, indent=2) + "\n")
-    write_atomic(out / "MODEL_CARD.md", _model_card(facts))
+    write_card(out, facts)
     return out
 
 
@@ -261,17 +260,10 @@ def _facts(
     overridden,
 ) -> dict[str, Any]:
     import lookingglass
-    from lookingglass.analysis.heads import induction_scores, previous_token_scores
-    from lookingglass.demo import DEFAULT_PROMPT
-    from lookingglass.training.dynamics import text_induction_attention
+    from lookingglass.training.model_card import measure
 
-    model.cpu().eval()
-    heldout_loss = evaluate(model, heldout_rows, 32)
-    induction = induction_scores(model)
-    previous = previous_token_scores(model)
-    bos = (model.tokenizer.bos_token_id,)
-    on_heldout = text_induction_attention(model, heldout_rows[:64], ignore=bos)
-    on_prompt = text_induction_attention(model, model.to_tokens(DEFAULT_PROMPT), ignore=bos)
+    plain_rows = tokenize_and_concatenate(corpus.train, model.tokenizer, model.cfg.n_ctx)
+    measured = measure(model, plain_rows, heldout_rows)
     warmup = None
     if warmup_result is not None:
         warmup = {
@@ -311,107 +303,14 @@ def _facts(
         "steps": result.step,
         "tokens_seen": result.tokens_seen,
         "final_train_loss": round(result.final_train_loss, 4),
-        "heldout_loss": round(heldout_loss, 4),
-        "heldout_bits_per_token": round(heldout_loss / torch.log(torch.tensor(2.0)).item(), 4),
+        **measured,
         "eval_curve": [
             [s, round(l, 4)] for s, l in zip(result.eval_steps, result.eval_losses, strict=True)
-        ],
-        "induction_scores": [[round(float(x), 3) for x in row] for row in induction],
-        "previous_token_scores": [[round(float(x), 3) for x in row] for row in previous],
-        "text_induction_attention_heldout": [[round(float(x), 3) for x in r] for r in on_heldout],
-        "text_induction_attention_demo_prompt": [
-            [round(float(x), 3) for x in r] for r in on_prompt
         ],
         "warmup": warmup,
         "train_seconds": round(result.seconds + (warmup["seconds"] if warmup else 0.0), 1),
         "data_seconds": round(data_seconds, 1),
     }
-
-
-def _model_card(f: dict[str, Any]) -> str:
-    heads = [
-        f"L{l}H{h} {s:.2f}"
-        for l, row in enumerate(f["induction_scores"])
-        for h, s in enumerate(row)
-        if s > 0.4
-    ]
-    cfg = ", ".join(f"{k}={v}" for k, v in f["model_config"].items())
-    t = f["train_config"]
-    repeat = (
-        f"In {f['repeat_fraction']:.0%} of the training rows one span of "
-        f"{f['repeat_span'][0]}-{f['repeat_span'][1]} tokens is copied to a later random "
-        "position of the same row (`with_repeated_spans`), so that passages repeat "
-        "within the context; held-out rows are unchanged."
-        if f["repeat_fraction"]
-        else "The rows are the plain corpus."
-    )
-    warm = ""
-    if f["warmup"]:
-        w = f["warmup"]
-        warm = (
-            f"Stage 1, induction warm-up (`induction_warmup`): a copy of the model with the "
-            f"{w['n_tokens']} most frequent training tokens as its vocabulary, {w['n_steps']} "
-            f"steps of {w['batch_size']} synthetic rows of {w['seq_len']} tokens (random tokens "
-            f"in which segments of 8-16 tokens recur, `induction_training_data`), lr {w['lr']} "
-            f"(final loss {w['final_train_loss']:.3f}, {w['seconds']:.0f} s); its weights "
-            "initialize the model, token rows by id.\n\nStage 2, the corpus: "
-        )
-    return f"""# {f["name"]}
-
-{f["description"]}, trained from scratch with `lookingglass.training.train`.
-
-## Reproduce
-
-```bash
-{f["command"]}
-```
-
-(`lookingglass.training.default_models.train_default`; writes this folder. Trained with
-lookingglass {f["lookingglass"]}, torch {f["torch"]}, on {f["machine"]}, in
-{f["train_seconds"]:.0f} s of training plus {f["data_seconds"]:.0f} s of data preparation.)
-
-## Data
-
-- Corpus: {f["corpus"]["source"]}; `{f["corpus"]["version"]}`; {f["corpus"]["documents"]}
-  chapters, SHA-256 of the text `{f["corpus"]["sha256"]}`.
-- Split: every {f["corpus"]["heldout_every"]}th chapter is held out
-  ({f["heldout_tokens"]:,} tokens); the rest gives {f["train_tokens_available"]:,} training tokens.
-- Tokenizer: {f["tokenizer"]} (`<|endoftext|>` is BOS, EOS and padding); rows of
-  {f["model_config"]["n_ctx"]} tokens, BOS first, chapters joined by EOS.
-- {repeat}
-
-## Model
-
-`ModelConfig({cfg}, d_vocab=4096)`: {f["parameters"]:,} parameters, float32, LayerNorm,
-learned positions, untied embeddings.
-
-## Training
-
-{warm}{f["steps"]} steps of {t["batch_size"]} rows ({f["tokens_seen"]:,} tokens, about
-{f["tokens_seen"] / max(1, f["train_tokens_available"]):.1f} epochs), AdamW (betas {t["betas"]},
-weight decay {t["weight_decay"]} on matrices), lr {t["lr"]} with {t["warmup_steps"]} warmup
-steps and cosine decay to {t["min_lr_ratio"]}x, gradient clipping at {t["max_grad_norm"]},
-seed {t["seed"]}.
-
-## Results
-
-- Final training loss (mean of the last steps): {f["final_train_loss"]:.3f} nats/token.
-- Held-out loss: {f["heldout_loss"]:.3f} nats/token ({f["heldout_bits_per_token"]:.3f} bits/token).
-- Induction (prefix-matching) heads, score > 0.4 on repeated random tokens:
-  {", ".join(heads) or "none"}.
-- Induction scores by layer: {f["induction_scores"]}; previous-token scores:
-  {f["previous_token_scores"]}.
-- Induction attention on real text (`dynamics.text_induction_attention`: the attention a
-  head puts right after earlier occurrences of the current token), by layer: on 64
-  held-out rows {f["text_induction_attention_heldout"]}; on the demo prompt (Genesis 5)
-  {f["text_induction_attention_demo_prompt"]}.
-- Held-out loss during training (step, loss): {f["eval_curve"]}.
-
-## Limits
-
-A small model of one old English text: it writes King James English and knows nothing
-else. Made for studying mechanisms, not for generating text. {f.get("limits", "")}
-"""
 
 
 def add_train_default_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -424,6 +323,12 @@ def add_train_default_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--steps", type=positive_int, default=None, help="override the step count (>= 1)"
     )
+    parser.add_argument(
+        "--card-only",
+        action="store_true",
+        help="do not train: re-measure the model already in the folder and rewrite its "
+        "training.json and MODEL_CARD.md (model_card.refresh_card)",
+    )
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     parser.set_defaults(func=_run_cli)
@@ -433,6 +338,11 @@ def add_train_default_parser(subparsers: Any) -> argparse.ArgumentParser:
 def _run_cli(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.card_only:
+        out = Path(args.out) if args.out else PRETRAINED_DIR / args.name
+        facts = refresh_card(out)
+        print(f"{args.name}: held-out loss {facts['heldout_loss']:.3f}; card rewritten in {out}")
+        return 0
     out = train_default(args.name, args.out, progress=not args.no_progress, n_steps=args.steps)
     facts = json.loads((out / "training.json").read_text())
     print(

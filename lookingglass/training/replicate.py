@@ -17,6 +17,9 @@ of the King James Bible), so the replication trains on synthetic sequences in wh
 induction is the way to lower the loss: uniformly random tokens in which random earlier
 segments recur at random later offsets (`induction_training_data`). Random offsets
 matter: with a fixed repeat distance a one-layer model learns a positional shortcut.
+Copying is the only thing to learn there, so an ICL jump when induction heads form is
+close to true by construction; `replicate_text.py` (`--data text`) asks the question of
+natural text.
 
 The report (`report.md`, PNG plots, `results.json`) states the measured outcome for
 each model, whatever it is.
@@ -24,7 +27,6 @@ each model, whatever it is.
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import time
@@ -36,7 +38,6 @@ import numpy as np
 import torch
 
 from lookingglass.config import ModelConfig
-from lookingglass.training.cli_args import output_folder, positive_int
 from lookingglass.training.dynamics import (
     Dynamics,
     analyze_snapshots,
@@ -124,15 +125,16 @@ def model_config(name: str, settings: ReplicationSettings) -> ModelConfig:
     )
 
 
-def build_model(name: str, settings: ReplicationSettings):
-    """A fresh model for `name`. Smeared keys start as an even mix of the keys at j and
-    j-1 (`sigmoid(0) = 1/2`), not the library's near-plain default (0.95): from 0.95
-    the mix must travel far before the key carries the previous token, which at our step
-    counts is the difference between forming an induction head and not. Olsson et al.
-    do not state their initialization; an even mix favours neither outcome."""
+def build_model(name: str, settings: ReplicationSettings, tokenizer: Any = None):
+    """A fresh model for `name` (with `tokenizer`, if given). Smeared keys start as an
+    even mix of the keys at j and j-1 (`sigmoid(0) = 1/2`), not the library's near-plain
+    default (0.95): from 0.95 the mix must travel far before the key carries the previous
+    token, which at our step counts is the difference between forming an induction head
+    and not. Olsson et al. do not state their initialization; an even mix favours neither
+    outcome."""
     from lookingglass.model.transformer import HookedTransformer
 
-    model = HookedTransformer(model_config(name, settings))
+    model = HookedTransformer(model_config(name, settings), tokenizer=tokenizer)
     with torch.no_grad():
         for block in model.blocks:
             smear = getattr(block.attn.key_mixer, "smear_logit", None)
@@ -213,7 +215,7 @@ def run_replication(
         runs.append(run)
         if progress:
             print(f"{name}: {json.dumps(summary)}", flush=True)
-    _plots(runs, out)
+    plot_runs(runs, out)
     results = _results(runs, settings, quick, time.perf_counter() - started)
     write_atomic(out / "report.md", _report(results, runs, settings))
     write_json(results, out / "results.json")
@@ -298,7 +300,7 @@ def _report(results: dict[str, Any], runs: list[ModelRun], settings: Replication
         )
         lines.append(
             f"| {run.name} | {heads} | {s['max_induction_score']:.2f} | "
-            f"{_window(s['induction_phase'])} | {_window(s['icl_phase'])} | "
+            f"{phase_window(s['induction_phase'])} | {phase_window(s['icl_phase'])} | "
             f"{'yes' if s['coincide'] else 'no'} | {s['final_icl_score']:+.2f} | "
             f"{s['final_eval_loss']:.3f} | "
             f"{'yes' if verdict['per_model'][run.name]['matches'] else 'no'} | "
@@ -362,13 +364,15 @@ def _report(results: dict[str, Any], runs: list[ModelRun], settings: Replication
     return "\n".join(lines)
 
 
-def _window(phase: dict[str, Any]) -> str:
+def phase_window(phase: dict[str, Any]) -> str:
+    """A `PhaseChange.to_dict()` as report text: "start-end (+rise)", or "none (...)"."""
     text = f"{phase['start']}-{phase['end']} (+{phase['rise']:.2f})"
     return text if phase["detected"] else f"none (largest: {text})"
 
 
 # ---------------------------------------------------------------------------- plots
-def _plots(runs: list[ModelRun], out: Path) -> None:
+def plot_runs(runs: list[ModelRun], out: Path) -> None:
+    """Write scores.png, loss_curves.png, loss_pca.png and heads.png for `runs` into `out`."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -450,44 +454,6 @@ def _plots(runs: list[ModelRun], out: Path) -> None:
         )
     fig.colorbar(image, ax=axes.tolist())
     _save_png(fig, out / "heads.png")
-
-
-# ------------------------------------------------------------------------------ CLI
-def add_replicate_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register `lookingglass replicate induction-heads [--quick] [--out DIR]`."""
-    parser = subparsers.add_parser(
-        "replicate",
-        help="reproduce a published training-dynamics finding",
-        description="Train attention-only models of 1 layer, 1 layer with smeared keys and 2 "
-        "layers, snapshot them through training, and report when induction heads "
-        "form and whether in-context learning jumps at the same time.",
-    )
-    parser.add_argument("experiment", choices=["induction-heads"])
-    parser.add_argument("--quick", action="store_true", help="a smaller run (CI, about a minute)")
-    parser.add_argument(
-        "--out", default=None, help="output folder (default: reports/induction-heads)"
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument(
-        "--threads",
-        type=positive_int,
-        default=1,
-        help="torch CPU threads (default 1: these small models train fastest on one thread, "
-        "and several threads on a busy machine spin-wait)",
-    )
-    parser.set_defaults(func=_run_cli)
-    return parser
-
-
-def _run_cli(args: argparse.Namespace) -> int:
-    out = output_folder(args.out or ("reports/induction-heads" + ("-quick" if args.quick else "")))
-    torch.set_num_threads(args.threads)
-    results = run_replication(out, quick=args.quick, progress=not args.no_progress)
-    print(
-        f"\n{'replicated' if results['verdict']['replicated'] else 'NOT replicated'} "
-        f"in {results['total_seconds']:.0f} s; report: {out / 'report.md'}"
-    )
-    return 0
 
 
 def _save_png(fig: Any, path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Train a small byte-level BPE tokenizer (GPT-2 style) on a list of texts.
+"""Train a small byte-level BPE tokenizer (GPT-2 style), or a character-level one, on texts.
 
 Byte-level means every string round-trips exactly: the 256 byte symbols are always in
 the vocabulary, so there is no unknown token and `decode(encode(x)) == x`. The one
@@ -76,5 +76,37 @@ def train_tokenizer(
         pad_token=special,
         additional_special_tokens=list(special_tokens[1:]),
         # Keep the text exactly as decoded: no " ." -> "." clean-up.
+        clean_up_tokenization_spaces=False,
+    )
+
+
+UNKNOWN = "<|unk|>"
+
+
+def train_char_tokenizer(texts: Iterable[str]) -> PreTrainedTokenizerFast:
+    """A character-level tokenizer: one token per character that occurs in `texts`.
+
+    Id 0 is `<|endoftext|>` (BOS, EOS and padding, as in `train_tokenizer`), id 1 is
+    `<|unk|>` (a character not in `texts`), then the characters in code-point order. A
+    small vocabulary (the King James Bible has 73 characters) keeps the unembedding from
+    dominating a tiny model, and every token of a random-token probe is one the model has
+    seen in training. Text made of known characters round-trips exactly.
+
+    Raises:
+        InputError: no characters in `texts`.
+    """
+    chars = sorted(set().union(*(set(text) for text in texts)))
+    if not chars:
+        raise InputError("train_char_tokenizer got no characters; pass at least one document")
+    vocab = {ENDOFTEXT: 0, UNKNOWN: 1, **{ch: i + 2 for i, ch in enumerate(chars)}}
+    # BPE with no merges is a character lookup; no pre-tokenizer, so spaces are tokens.
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=UNKNOWN))
+    tokenizer.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token=ENDOFTEXT,
+        eos_token=ENDOFTEXT,
+        pad_token=ENDOFTEXT,
+        unk_token=UNKNOWN,
         clean_up_tokenization_spaces=False,
     )

@@ -61,20 +61,87 @@ def test_heldout_loss_matches_the_model_card(name):
     assert corpus.sha256 == facts["corpus"]["sha256"]
     rows = tokenize_and_concatenate(corpus.heldout, model.tokenizer, model.cfg.n_ctx)
     assert rows.numel() == facts["heldout_tokens"]
-    total, count = 0.0, 0
+    losses = []
     with torch.no_grad():
         for batch in rows.split(64):
             logits = model(batch).double()
-            loss = torch.nn.functional.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.shape[-1]),
-                batch[:, 1:].reshape(-1),
-                reduction="sum",
+            losses.append(
+                torch.nn.functional.cross_entropy(
+                    logits[:, :-1].transpose(1, 2), batch[:, 1:], reduction="none"
+                )
             )
-            total += float(loss)
-            count += batch[:, 1:].numel()
-    assert total / count == pytest.approx(facts["heldout_loss"], abs=2e-3)
-    # Far below a unigram model of the same text (about 6.5 nats with this vocabulary).
-    assert total / count < 5.0
+    loss = torch.cat(losses)  # [row, token - 1]
+    assert float(loss.mean()) == pytest.approx(facts["heldout_loss"], abs=2e-3)
+    # Far below a unigram model of the same text (about 6 nats with this vocabulary).
+    assert float(loss.mean()) < 5.0
+    # The card's in-context-learning score: late-window minus early-window loss per row.
+    icl = facts["heldout_icl_score"]
+    (late_first, late_last), (early_first, early_last) = icl["late_tokens"], icl["early_tokens"]
+    per_row = loss[:, late_first - 1 : late_last].mean(1) - loss[
+        :, early_first - 1 : early_last
+    ].mean(1)
+    assert float(per_row.mean()) == pytest.approx(icl["mean"], abs=2e-3)
+    assert icl["ci95"][0] < icl["mean"] < icl["ci95"][1]
+
+
+@pytest.fixture(scope="module")
+def bigram_by_hand() -> dict[int, float]:
+    """Witten-Bell interpolated bigram (add-one unigram underneath) of the training
+    chapters, scored on the held-out chapters, in the shipped models' tokenization
+    (both share one tokenizer and n_ctx), counted with plain Python."""
+    from collections import Counter, defaultdict
+
+    from lookingglass.training.corpus import load_corpus
+    from lookingglass.training.data import tokenize_and_concatenate
+
+    model = HookedTransformer.from_pretrained("lookingglass-mlp4")
+    corpus = load_corpus()
+    n_ctx, vocab = model.cfg.n_ctx, model.cfg.d_vocab
+    train = tokenize_and_concatenate(corpus.train, model.tokenizer, n_ctx).tolist()
+    heldout = tokenize_and_concatenate(corpus.heldout, model.tokenizer, n_ctx).tolist()
+    pairs = Counter((a, b) for row in train for a, b in zip(row[:-1], row[1:], strict=True))
+    context, unigram = Counter(), Counter()
+    follows: dict[int, int] = defaultdict(int)
+    for (a, b), count in pairs.items():
+        context[a] += count
+        unigram[b] += count
+        follows[a] += 1
+    n = sum(unigram.values())
+    nll, count = 0.0, 0
+    for row in heldout:
+        for a, b in zip(row[:-1], row[1:], strict=True):
+            p1 = (unigram[b] + 1) / (n + vocab)
+            p = (pairs[a, b] + follows[a] * p1) / (context[a] + follows[a]) if context[a] else p1
+            nll -= math.log(p)
+            count += 1
+    return {"bigram": nll / count, "n_ctx": n_ctx}
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_card_puts_a_bigram_baseline_beside_the_loss(name, bigram_by_hand):
+    facts = _card(name)
+    model_config = facts["model_config"]
+    assert model_config["n_ctx"] == bigram_by_hand["n_ctx"]
+    assert facts["baselines"]["bigram"] == pytest.approx(bigram_by_hand["bigram"], abs=1e-3)
+    card = (packaged_models()[name] / "MODEL_CARD.md").read_text()
+    summary = card.split("## Reproduce")[0]
+    assert f"**{facts['heldout_loss']:.3f}**" in summary
+    assert f"({facts['baselines']['bigram']:.3f}; unigram" in summary
+    relation = "below" if facts["heldout_loss"] < facts["baselines"]["bigram"] else "**above**"
+    assert f"{relation} an interpolated bigram" in summary
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_card_says_how_the_model_was_trained(name):
+    """The card's opening names every departure from plain text that training.json
+    records: the synthetic warm-up and the copied spans."""
+    facts = _card(name)
+    summary = (packaged_models()[name] / "MODEL_CARD.md").read_text().split("## Reproduce")[0]
+    tricks = bool(facts["warmup"]) or bool(facts["repeat_fraction"])
+    assert ("**Trained on natural text only**" in summary) == (not tricks)
+    assert ("**Not trained on natural text alone**" in summary) == tricks
+    assert ("synthetic induction warm-up" in summary) == bool(facts["warmup"])
+    assert ("training rows carry a copied span" in summary) == bool(facts["repeat_fraction"])
 
 
 def test_mlp4_matches_hugging_face_gpt2():
