@@ -174,6 +174,7 @@ def copy_suppression_preserving_ablation(
     project_ov: bool = True,
     restrict_qk: bool = True,
     project_deviation: bool = False,
+    batch_size: int | None = 4,
 ) -> CSPAResult:
     """Run the model clean, with `head` mean-ablated, and with CSPA (module doc), and
     compare the three on `tokens`.
@@ -189,6 +190,8 @@ def copy_suppression_preserving_ablation(
             residual stream, with the final norm's scale frozen at its clean value;
             "full": through every later layer too.
         project_ov, restrict_qk, project_deviation: see `cspa_head_output`.
+        batch_size: rows per forward pass (three `[rows, pos, d_vocab]` logits are held
+            at once); None: all rows together.
 
     Returns:
         A `CSPAResult`; `.kl_fraction()` is the paper's fraction of the effect preserved.
@@ -196,7 +199,17 @@ def copy_suppression_preserving_ablation(
     tokens = tokens if tokens.dim() == 2 else tokens[None]
     if path not in ("direct", "full"):
         raise InputError(f"path must be 'direct' or 'full', got {path!r}.")
-    layer, _ = _check_head(model, head)
+    _check_head(model, head)
+    options = (top_k, path, project_ov, restrict_qk, project_deviation)
+    rows = tokens.split(batch_size or tokens.shape[0])
+    return CSPAResult.concat([_cspa_batch(model, b, head, mean_result, *options) for b in rows])
+
+
+def _cspa_batch(
+    model, tokens, head, mean_result, top_k, path, project_ov, restrict_qk, project_deviation
+) -> CSPAResult:
+    """`copy_suppression_preserving_ablation` on one batch of rows."""
+    layer = head[0]
     logits, cache = model.run_with_cache(
         tokens, names_filter=cspa_hook_names(model, layer), return_cache_object=False
     )
