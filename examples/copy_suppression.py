@@ -99,10 +99,14 @@ def main() -> None:
     mean_data = chunks(model, train[3::11], args.seq_len, args.n_mean)
     heldout = {"kjv_heldout": chunks(model, corpus.heldout, args.seq_len, args.n_eval)}
     if args.extra_text:
-        heldout["extra_text"] = chunks(model, paragraphs(args.extra_text), args.seq_len, args.n_eval)
-    print(f"{args.model}; corpus {corpus.version}; {args.seq_len}-token chunks: "
-          f"{args.n_select} select, {args.n_mean} mean, {args.n_eval} held-out per set")  # fmt: skip
+        extra = paragraphs(args.extra_text)
+        heldout["extra_text"] = chunks(model, extra, args.seq_len, args.n_eval)
+    print(
+        f"{args.model}; corpus {corpus.version}; {args.seq_len}-token chunks: {args.n_select} "
+        f"select, {args.n_mean} mean, {args.n_eval} held-out per set"
+    )
 
+    print(f"surveying every head ({time.time() - start:.0f} s)", flush=True)
     survey = survey_copy_suppression(model, select, n_tokens=args.ov_tokens)
     ranked = survey.ranked(10)
     print("\ncandidates (most negative direct effect on in-context tokens, in logits):")
@@ -148,6 +152,7 @@ def main() -> None:
             tag = f"L{head[0]}H{head[1]} {label}" + (" [control]" if head == control else "")
             rows[tag] = row
             show(tag, row)
+            print(f"    ({time.time() - start:.0f} s)", flush=True)
     results["seconds"] = round(time.time() - start, 1)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -44,12 +44,16 @@ def effective_embedding(model, chunk: int = 4096) -> Float[Tensor, "d_vocab d_mo
 
 @torch.no_grad()
 def ov_suppression_fraction(
-    model, n_tokens: int = 1024, seed: int = 0, W_EE: Tensor | None = None
+    model,
+    n_tokens: int = 1024,
+    seed: int = 0,
+    W_EE: Tensor | None = None,
+    heads: list[tuple[int, int]] | None = None,
 ) -> Float[Tensor, "n_layers n_heads"]:
     """Per head, the fraction of `n_tokens` tokens (drawn uniformly from the vocabulary
     with `seed`) whose own logit the head's OV circuit lowers most: `t` is the argmin of
     `ln1_l(W_EE[t]) @ W_V[l, h] @ W_O[l, h] @ W_U`. Layer 0 reads the raw embedding.
-    Chance level is 1 / d_vocab."""
+    Chance level is 1 / d_vocab. With `heads`, only those are computed (the rest NaN)."""
     if model.cfg.d_vocab != model.cfg.d_vocab_out:
         raise InputError("The OV suppression fraction needs d_vocab == d_vocab_out.")
     W_EE = effective_embedding(model) if W_EE is None else W_EE
@@ -57,13 +61,16 @@ def ov_suppression_fraction(
     sample = torch.randperm(model.cfg.d_vocab, generator=generator)[:n_tokens]
     sample = sample.to(model.W_E.device)
     W_U = model.W_U.float()
-    scores = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
-    for layer in range(model.cfg.n_layers):
+    every = [(lay, h) for lay in range(model.cfg.n_layers) for h in range(model.cfg.n_heads)]
+    chosen = set(every if heads is None else heads)
+    scores = torch.full((model.cfg.n_layers, model.cfg.n_heads), float("nan"))
+    for layer in sorted({lay for lay, _ in chosen}):
         source = model.W_E[sample] if layer == 0 else W_EE[sample].to(model.W_E.dtype)
         normed = model.blocks[layer].ln1(source[:, None, :])[:, 0].float()
-        for head in range(model.cfg.n_heads):
-            ov = normed @ model.W_V[layer, head].float() @ model.W_O[layer, head].float()
-            most_lowered = (ov @ W_U).argmin(dim=-1)
+        for head in sorted(h for lay, h in chosen if lay == layer):
+            # Through d_head: [n, d_head] @ [d_head, d_vocab] is the cheap order.
+            value = normed @ model.W_V[layer, head].float()
+            most_lowered = (value @ (model.W_O[layer, head].float() @ W_U)).argmin(dim=-1)
             scores[layer, head] = (most_lowered == sample).float().mean().cpu()
     return scores
 
@@ -129,5 +136,8 @@ def survey_copy_suppression(
     return CopySuppressionSurvey(
         in_context_direct_effect=in_context_direct_effect(model, tokens),
         ov_suppression_fraction=ov_suppression_fraction(model, n_tokens, seed),
-        attention_to_predicted=copy_suppression_scores(model, tokens).attention_to_predicted,
+        # One row at a time: the logit lens of every layer is [n_layers, pos, d_vocab].
+        attention_to_predicted=copy_suppression_scores(
+            model, [row[None] for row in tokens]
+        ).attention_to_predicted,
     )
