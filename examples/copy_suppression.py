@@ -12,8 +12,8 @@ Steps (every number lands in --out, a JSON file, and is printed):
 2. Candidates: every head's direct effect on tokens already in context, OV suppression
    fraction (effective embedding), attention to earlier copies of the predicted token
    (`lookingglass.analysis.copy_suppression`), ranked by the first.
-3. CSPA on the top candidates (direct path, the paper's setting, and full path), its
-   OV-only and QK-only halves and two variants for the best one, and the same CSPA on a
+3. CSPA on the top candidates (direct path, the paper's setting); for the best one also
+   the full path, its OV-only and QK-only halves and two variants; and CSPA on a
    control: another head of the best candidate's layer (seeded random choice).
 
 The paper's figure for GPT-2 small L10H7 on OpenWebText: 76.9% of the KL effect kept.
@@ -32,7 +32,7 @@ import torch
 
 from lookingglass import HookedTransformer
 from lookingglass.analysis.copy_suppression import survey_copy_suppression
-from lookingglass.interventions import copy_suppression_preserving_ablation, head_mean_result
+from lookingglass.interventions import cspa_variants, head_mean_result
 from lookingglass.training.corpus import load_corpus
 
 PAPER_KL_FRACTION = 0.769  # GPT-2 small L10H7, OpenWebText (arXiv 2310.04625)
@@ -63,11 +63,6 @@ def paragraphs(pattern: str) -> list[str]:
     return docs
 
 
-def measure(model, tokens, head, mean, **options) -> dict[str, float]:
-    """CSPA's summary numbers for one head and setting."""
-    return copy_suppression_preserving_ablation(model, tokens, head, mean, **options).summary()
-
-
 def show(label: str, row: dict[str, float]) -> None:
     print(
         f"  {label:<44} KL kept {row['kl_fraction']:6.1%}  loss kept {row['loss_fraction']:6.1%}"
@@ -82,7 +77,7 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--n-select", type=int, default=8, help="training chunks for selection")
     parser.add_argument("--n-mean", type=int, default=32, help="training chunks for the mean")
-    parser.add_argument("--n-eval", type=int, default=24, help="held-out chunks for CSPA")
+    parser.add_argument("--n-eval", type=int, default=16, help="held-out chunks for CSPA")
     parser.add_argument("--candidates", type=int, default=3, help="heads to run CSPA on")
     parser.add_argument("--ov-tokens", type=int, default=1024, help="tokens for the OV score")
     parser.add_argument("--extra-text", help="glob of plain-text files: a second held-out set")
@@ -134,24 +129,30 @@ def main() -> None:
         "cspa": {},
     }
     means = {h: head_mean_result(model, h, mean_data) for h in [*heads, control]}
+    one_percent = model.cfg.d_vocab_out // 100
+    best_variants = {
+        "direct": {},
+        "full": {"path": "full"},
+        "OV only (direct)": {"restrict_qk": False},
+        "QK only (direct)": {"project_ov": False},
+        "projecting out - mean (direct)": {"project_deviation": True},
+        f"top {one_percent} tokens = 1% (direct)": {"top_k": one_percent},
+    }
+    plan = {  # the first held-out set gets every variant, the others the main numbers
+        name: [(best, best_variants if i == 0 else {"direct": {}, "full": {"path": "full"}})]
+        + ([(h, {"direct": {}}) for h in heads[1:]] if i == 0 else [])
+        + [(control, {"direct": {}, "full": {"path": "full"}})]
+        for i, name in enumerate(heldout)
+    }
     for name, tokens in heldout.items():
         print(f"\nCSPA on {name} ({tokens.shape[0]} x {tokens.shape[1]} tokens):")
         rows = results["cspa"][name] = {}
-        runs = [(h, "direct", {}) for h in heads] + [(h, "full", {}) for h in heads]
-        runs += [
-            (best, "OV only (direct)", {"restrict_qk": False}),
-            (best, "QK only (direct)", {"project_ov": False}),
-            (best, "projecting out - mean (direct)", {"project_deviation": True}),
-            (best, "top 1% of vocabulary (direct)", {"top_k": model.cfg.d_vocab_out // 100}),
-            (control, "direct", {}),
-            (control, "full", {}),
-        ]
-        for head, label, options in runs:
-            path = "full" if label == "full" else "direct"
-            row = measure(model, tokens, head, means[head], path=path, **options)
-            tag = f"L{head[0]}H{head[1]} {label}" + (" [control]" if head == control else "")
-            rows[tag] = row
-            show(tag, row)
+        for head, variants in plan[name]:
+            measured = cspa_variants(model, tokens, head, means[head], variants)
+            for label, result in measured.items():
+                tag = f"L{head[0]}H{head[1]} {label}" + (" [control]" if head == control else "")
+                rows[tag] = result.summary()
+                show(tag, rows[tag])
             print(f"    ({time.time() - start:.0f} s)", flush=True)
     results["seconds"] = round(time.time() - start, 1)
     out = Path(args.out)

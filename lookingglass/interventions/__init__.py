@@ -34,6 +34,7 @@ from lookingglass.interventions.cspa import (
     CSPAResult,
     copy_suppression_preserving_ablation,
     cspa_head_output,
+    cspa_variants,
     head_mean_result,
 )
 from lookingglass.interventions.direct_effects import head_direct_effects
@@ -50,6 +51,7 @@ __all__ = [
     "attribution_patch",
     "copy_suppression_preserving_ablation",
     "cspa_head_output",
+    "cspa_variants",
     "dataset_activations",
     "declare_metric",
     "get_attr_patch_head_edges",

@@ -196,48 +196,81 @@ def copy_suppression_preserving_ablation(
     Returns:
         A `CSPAResult`; `.kl_fraction()` is the paper's fraction of the effect preserved.
     """
+    options = dict(top_k=top_k, path=path, project_ov=project_ov, restrict_qk=restrict_qk)
+    options["project_deviation"] = project_deviation
+    return cspa_variants(model, tokens, head, mean_result, {"cspa": options}, batch_size)["cspa"]
+
+
+@torch.no_grad()
+def cspa_variants(
+    model,
+    tokens: Int[Tensor, "batch pos"],
+    head: tuple[int, int],
+    mean_result: Float[Tensor, " d_model"],
+    variants: dict[str, dict],
+    batch_size: int | None = 4,
+) -> dict[str, CSPAResult]:
+    """Several CSPA settings for one head from one clean forward pass per batch:
+    `variants` maps a name to keyword arguments of `copy_suppression_preserving_ablation`
+    (`top_k`, `path`, `project_ov`, `restrict_qk`, `project_deviation`)."""
     tokens = tokens if tokens.dim() == 2 else tokens[None]
-    if path not in ("direct", "full"):
-        raise InputError(f"path must be 'direct' or 'full', got {path!r}.")
+    allowed = {"top_k", "path", "project_ov", "restrict_qk", "project_deviation"}
+    for name, options in variants.items():
+        if set(options) - allowed or options.get("path", "direct") not in ("direct", "full"):
+            raise InputError(
+                f"variant {name!r}: options must be among {sorted(allowed)} with path "
+                f"'direct' or 'full', got {options}."
+            )
     _check_head(model, head)
-    options = (top_k, path, project_ov, restrict_qk, project_deviation)
-    rows = tokens.split(batch_size or tokens.shape[0])
-    return CSPAResult.concat([_cspa_batch(model, b, head, mean_result, *options) for b in rows])
+    per_batch = [
+        _cspa_batch(model, rows, head, mean_result, variants)
+        for rows in tokens.split(batch_size or tokens.shape[0])
+    ]
+    return {name: CSPAResult.concat([b[name] for b in per_batch]) for name in variants}
 
 
-def _cspa_batch(
-    model, tokens, head, mean_result, top_k, path, project_ov, restrict_qk, project_deviation
-) -> CSPAResult:
-    """`copy_suppression_preserving_ablation` on one batch of rows."""
+def _cspa_batch(model, tokens, head, mean_result, variants) -> dict[str, CSPAResult]:
+    """`cspa_variants` on one batch of rows."""
     layer = head[0]
     logits, cache = model.run_with_cache(
         tokens, names_filter=cspa_hook_names(model, layer), return_cache_object=False
     )
-    clean, cspa, keep = cspa_head_output(
-        model, tokens, head, mean_result, cache, top_k, project_ov, restrict_qk, project_deviation
-    )
-    mean = mean_result.float().to(clean.device).expand_as(clean)
-    edited = [_logits_with_head_output(model, tokens, layer, cache, new - clean, path)
-              for new in (mean, cspa)]  # fmt: skip
     log_clean = logits.float().log_softmax(-1)
-    kls = [_kl(log_clean, x) for x in edited]
-    losses = [utils.lm_cross_entropy_loss(x, tokens, per_token=True) for x in (logits, *edited)]
+    loss_clean = utils.lm_cross_entropy_loss(logits, tokens, per_token=True)
     pattern = cache[f"blocks.{layer}.attn.hook_pattern"][:, head[1]].float()
-    return CSPAResult(
-        head=(layer, head[1]),
-        loss_clean=losses[0],
-        loss_mean_ablated=losses[1],
-        loss_cspa=losses[2],
-        kl_mean_ablated=kls[0],
-        kl_cspa=kls[1],
-        kept_attention=(pattern * keep).sum(-1),
-    )
+    mean_ablated: dict[str, tuple[Tensor, Tensor]] = {}  # per path: (loss, KL)
+    out = {}
+    for name, options in variants.items():
+        options = dict(options)
+        path = options.pop("path", "direct")
+        clean, cspa, keep = cspa_head_output(model, tokens, head, mean_result, cache, **options)
+        if path not in mean_ablated:
+            mean = mean_result.float().to(clean.device).expand_as(clean)
+            ablated = _logits_with_head_output(model, layer, cache, mean - clean, path)
+            mean_ablated[path] = _loss_and_kl(ablated, tokens, log_clean)
+        edited = _logits_with_head_output(model, layer, cache, cspa - clean, path)
+        loss_cspa, kl_cspa = _loss_and_kl(edited, tokens, log_clean)
+        out[name] = CSPAResult(
+            head=(layer, head[1]),
+            loss_clean=loss_clean,
+            loss_mean_ablated=mean_ablated[path][0],
+            loss_cspa=loss_cspa,
+            kl_mean_ablated=mean_ablated[path][1],
+            kl_cspa=kl_cspa,
+            kept_attention=(pattern * keep).sum(-1),
+        )
+    return out
+
+
+def _loss_and_kl(logits: Tensor, tokens: Tensor, log_clean: Tensor) -> tuple[Tensor, Tensor]:
+    return utils.lm_cross_entropy_loss(logits, tokens, per_token=True), _kl(log_clean, logits)
 
 
 def _logits_with_head_output(
-    model, tokens, layer: int, cache, delta: Float[Tensor, "batch pos d_model"], path: Path
+    model, layer: int, cache, delta: Float[Tensor, "batch pos d_model"], path: Path
 ) -> Float[Tensor, "batch pos d_vocab"]:
-    """Logits when the head's output changes by `delta`, along the chosen path."""
+    """Logits when the head's output changes by `delta`, along the chosen path ("full"
+    reruns the model from the head's layer, on the cached residual stream)."""
     if path == "direct":
         resid = cache[f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"]
         scale = cache.get("ln_final.hook_scale")
@@ -246,7 +279,9 @@ def _logits_with_head_output(
     def add_delta(attn_out: Tensor, hook) -> Tensor:
         return attn_out + delta.to(attn_out.dtype)
 
-    return model.run_with_hooks(tokens, fwd_hooks=[(f"blocks.{layer}.hook_attn_out", add_delta)])
+    resid_pre = cache[f"blocks.{layer}.hook_resid_pre"]
+    with model.hooks(fwd_hooks=[(f"blocks.{layer}.hook_attn_out", add_delta)]):
+        return model(resid_pre, start_at_layer=layer)
 
 
 def _source_is_predicted(
