@@ -10,8 +10,9 @@ Steps (every number lands in --out, a JSON file, and is printed):
    Training chapters select the candidates and give the mean-ablation value; held-out
    chapters (every 20th) are where CSPA is measured, so nothing is chosen on test text.
 2. Candidates: every head's direct effect on tokens already in context, OV suppression
-   fraction (effective embedding), attention to earlier copies of the predicted token
-   (`lookingglass.analysis.copy_suppression`), ranked by the first.
+   fraction (effective embedding) and attention to earlier copies of the predicted
+   token for the 10 with the most negative direct effect
+   (`lookingglass.analysis.copy_suppression`).
 3. CSPA on the top candidates (direct path, the paper's setting); for the best one also
    the full path, its OV-only and QK-only halves and two variants; and CSPA on a
    control: another head of the best candidate's layer (seeded random choice).
@@ -112,9 +113,6 @@ def main() -> None:
             f"OV suppression {row['ov_suppression_fraction']:.1%}, "
             f"attention to predicted copies {row['attention_to_predicted']:.3f}"
         )
-    best_ov = divmod(int(survey.ov_suppression_fraction.argmax()), model.cfg.n_heads)
-    print(f"  highest OV suppression fraction anywhere: L{best_ov[0]}H{best_ov[1]} "
-          f"{survey.ov_suppression_fraction.max():.1%}")  # fmt: skip
 
     heads = ranked[: args.candidates]
     best = heads[0]

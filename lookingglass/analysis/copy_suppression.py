@@ -11,11 +11,12 @@ evidence per head, each a number a user can check.
   (the token embedding after block 0, which GPT-2's later heads read instead of the raw
   embedding): for a sample of tokens t, does `ln1(W_EE[t]) W_V W_O W_U` lower token t
   more than any other token? The paper: 84.7% of tokens for GPT-2 small L10H7.
-* `attention_to_predicted` (from `analysis.heads.copy_suppression_scores`): how much
-  the head attends to earlier copies of the token the residual stream entering its layer
-  predicts (the QK side).
+* `attention_to_predicted`: how much the head attends to earlier copies of the token
+  the residual stream entering its layer predicts (the QK side; the criterion of
+  `analysis.heads.copy_suppression_scores`, computed for chosen heads only).
 
-`survey_copy_suppression` computes all three and ranks the heads.
+`survey_copy_suppression` computes the first for every head and the other two for the
+strongest candidates.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from lookingglass import utils
-from lookingglass.analysis.heads import copy_suppression_scores
 from lookingglass.errors import InputError
 
 
@@ -128,16 +128,47 @@ class CopySuppressionSurvey:
         }
 
 
+@torch.no_grad()
+def attention_to_predicted(
+    model, tokens: Int[Tensor, "batch pos"], heads: list[tuple[int, int]]
+) -> Float[Tensor, "n_layers n_heads"]:
+    """`analysis.heads.copy_suppression_scores`'s attention criterion for the given
+    heads only (the rest NaN), reading the logit lens of just their layers: the mean
+    attention from each query to earlier occurrences (positions 1..q-1) of the token the
+    residual stream entering the layer predicts, over queries that have one."""
+    tokens = tokens if tokens.dim() == 2 else tokens[None]
+    layers = sorted({layer for layer, _ in heads})
+    names = [f"blocks.{lay}.{n}" for lay in layers for n in ("hook_resid_pre", "attn.hook_pattern")]
+    _, cache = model.run_with_cache(tokens, names_filter=names, return_cache_object=False)
+    n = tokens.shape[1]
+    earlier = torch.ones(n, n, dtype=torch.bool, device=tokens.device).tril(-1)
+    earlier[:, 0] = False
+    scores = torch.full((model.cfg.n_layers, model.cfg.n_heads), float("nan"))
+    for layer in layers:
+        lens = model.ln_final(cache[f"blocks.{layer}.hook_resid_pre"]) @ model.W_U + model.b_U
+        occurs = (tokens[:, None, :] == lens.argmax(-1)[:, :, None]) & earlier  # [b, q, k]
+        has_one = occurs.any(-1)  # [b, q]
+        pattern = cache[f"blocks.{layer}.attn.hook_pattern"].float()  # [b, head, q, k]
+        mass = (pattern * occurs[:, None]).sum(-1)  # [b, head, q]
+        per_head = (mass * has_one[:, None]).sum((0, 2)) / has_one.sum()
+        for lay, head in heads:
+            if lay == layer:
+                scores[lay, head] = per_head[head].cpu()
+    return scores
+
+
 def survey_copy_suppression(
-    model, tokens: Int[Tensor, "batch pos"], n_tokens: int = 1024, seed: int = 0
+    model, tokens: Int[Tensor, "batch pos"], top: int = 10, n_tokens: int = 1024, seed: int = 0
 ) -> CopySuppressionSurvey:
-    """All three kinds of evidence for every head, on `tokens` (natural text, where
-    predicted tokens recur) and `n_tokens` vocabulary tokens for the OV circuit."""
+    """The in-context direct effect of every head on `tokens` (natural text, where
+    predicted tokens recur), and the OV and attention evidence for the `top` heads with
+    the most negative one (the rest NaN): the OV circuit over `n_tokens` vocabulary
+    tokens costs a d_vocab-wide product per head."""
+    effect = in_context_direct_effect(model, tokens)
+    n_heads = effect.shape[1]
+    chosen = [(int(i) // n_heads, int(i) % n_heads) for i in effect.flatten().argsort()[:top]]
     return CopySuppressionSurvey(
-        in_context_direct_effect=in_context_direct_effect(model, tokens),
-        ov_suppression_fraction=ov_suppression_fraction(model, n_tokens, seed),
-        # One row at a time: the logit lens of every layer is [n_layers, pos, d_vocab].
-        attention_to_predicted=copy_suppression_scores(
-            model, [row[None] for row in tokens]
-        ).attention_to_predicted,
+        in_context_direct_effect=effect,
+        ov_suppression_fraction=ov_suppression_fraction(model, n_tokens, seed, heads=chosen),
+        attention_to_predicted=attention_to_predicted(model, tokens, chosen),
     )
