@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from lookingglass import HookedTransformer, ModelConfig
+from lookingglass.analysis.copy_suppression import survey_copy_suppression
 from lookingglass.errors import InputError
 from lookingglass.interventions import (
     ablate,
@@ -99,3 +100,17 @@ def test_bad_head_says_what_is_wrong():
     model = hand_built_model()
     with pytest.raises(InputError, match="not in this model"):
         copy_suppression_preserving_ablation(model, tokens(1), (1, 0), torch.zeros(V + N))
+
+
+def test_survey_finds_the_copy_suppressor():
+    """The three kinds of evidence on the hand-built model: head 0 lowers in-context
+    tokens, its OV circuit lowers each token's own logit most (every token: the known
+    answer), and it attends to earlier copies of the predicted (current) token."""
+    model = hand_built_model()
+    survey = survey_copy_suppression(model, tokens(2), top=2, n_tokens=V)
+    assert survey.ranked(1) == [(0, 0)]
+    assert survey.in_context_direct_effect[0, 0] < 0 < survey.in_context_direct_effect[0, 1]
+    assert survey.ov_suppression_fraction[0, 0] == 1.0
+    assert survey.ov_suppression_fraction[0, 1] == 0.0  # it raises each token instead
+    attention = survey.attention_to_predicted
+    assert attention[0, 0] > 0.3 and attention[0, 1] < attention[0, 0]
