@@ -13,7 +13,8 @@ Steps (every number lands in --out, a JSON file, and is printed):
    fraction (effective embedding) and attention to earlier copies of the predicted
    token for the 10 with the most negative direct effect
    (`lookingglass.analysis.copy_suppression`).
-3. CSPA on the top candidates (direct path, the paper's setting); for the best one also
+3. CSPA on the top candidates by direct effect (direct path, the paper's setting) and on
+   the best candidate (the highest OV suppression fraction among the ten); for it also
    the full path, its OV-only and QK-only halves and two variants; and CSPA on a
    control: another head of the best candidate's layer (seeded random choice).
 
@@ -114,8 +115,11 @@ def main() -> None:
             f"attention to predicted copies {row['attention_to_predicted']:.3f}"
         )
 
-    heads = ranked[: args.candidates]
-    best = heads[0]
+    # The best candidate: the most copy-suppression-like OV circuit among the ten (the
+    # direct effect alone also picks heads that lower in-context tokens for other
+    # reasons); CSPA also runs on the top `--candidates` by direct effect.
+    best = max(ranked, key=lambda h: survey.ov_suppression_fraction[h])
+    heads = [best] + [h for h in ranked[: args.candidates] if h != best]
     others = [h for h in range(model.cfg.n_heads) if h != best[1]]
     control = (best[0], random.Random(0).choice(others))
     results: dict = {
