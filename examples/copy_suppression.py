@@ -65,6 +65,16 @@ def paragraphs(pattern: str) -> list[str]:
     return docs
 
 
+def save(results: dict, path: str) -> Path:
+    """Write the results as JSON (to a temporary name, then renamed)."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=1))
+    tmp.replace(out)
+    return out
+
+
 def show(label: str, row: dict[str, float]) -> None:
     print(
         f"  {label:<44} KL kept {row['kl_fraction']:6.1%}  loss kept {row['loss_fraction']:6.1%}"
@@ -142,8 +152,8 @@ def main() -> None:
     }
     plan = {  # the first held-out set gets every variant, the others the main numbers
         name: [(best, best_variants if i == 0 else {"direct": {}, "full": {"path": "full"}})]
-        + ([(h, {"direct": {}}) for h in heads[1:]] if i == 0 else [])
         + [(control, {"direct": {}, "full": {"path": "full"}})]
+        + ([(h, {"direct": {}}) for h in heads[1:]] if i == 0 else [])
         for i, name in enumerate(heldout)
     }
     for name, tokens in heldout.items():
@@ -156,10 +166,9 @@ def main() -> None:
                 rows[tag] = result.summary()
                 show(tag, rows[tag])
             print(f"    ({time.time() - start:.0f} s)", flush=True)
+            save(results, args.out)  # after every head: a cut-short run keeps what it measured
     results["seconds"] = round(time.time() - start, 1)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1))
+    out = save(results, args.out)
     print(f"\npaper (GPT-2 small L10H7, OpenWebText): {PAPER_KL_FRACTION:.1%} of the KL kept")
     print(f"wrote {out} in {results['seconds']} s")
 
