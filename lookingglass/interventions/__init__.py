@@ -7,6 +7,8 @@
   importable as `lookingglass.patching`).
 * `path_patching`: sender heads -> receivers through the direct path (Wang et al. 2022).
 * `attribution_patching`: first-order estimates of patching, nodes and head -> head edges.
+* `cspa`: copy-suppression-preserving ablation (McDougall et al. 2023): how much of a
+  head's effect is copy suppression.
 """
 
 from lookingglass.interventions._variants import DeclaredMetric, declare_metric
@@ -28,10 +30,18 @@ from lookingglass.interventions.attribution_patching import (
     attribution_patch,
     get_attr_patch_head_edges,
 )
+from lookingglass.interventions.cspa import (
+    CSPAResult,
+    copy_suppression_preserving_ablation,
+    cspa_head_output,
+    cspa_variants,
+    head_mean_result,
+)
 from lookingglass.interventions.direct_effects import head_direct_effects
 from lookingglass.interventions.path_patching import path_patch, path_patch_sweep
 
 __all__ = [
+    "CSPAResult",
     "Component",
     "DeclaredMetric",
     "EdgeAttribution",
@@ -39,10 +49,14 @@ __all__ = [
     "ablate",
     "ablation_hooks",
     "attribution_patch",
+    "copy_suppression_preserving_ablation",
+    "cspa_head_output",
+    "cspa_variants",
     "dataset_activations",
     "declare_metric",
     "get_attr_patch_head_edges",
     "head_direct_effects",
+    "head_mean_result",
     "make_components",
     "mean_ablation_hook",
     "path_patch",
