@@ -14,6 +14,7 @@ See docs/sae.md ("Training").
 from lookingglass.sae.training.config import TRAINABLE, TrainConfig
 from lookingglass.sae.training.data import LiveActivations, ShardActivations
 from lookingglass.sae.training.losses import StepOutput, training_forward
+from lookingglass.sae.training.metrics import evaluate_sae, fit_pca, pca_baseline
 from lookingglass.sae.training.schedule import coefficient, lr_factor
 from lookingglass.sae.training.trainer import SAETrainer, finalize, init_for_training
 
@@ -25,6 +26,9 @@ __all__ = [
     "StepOutput",
     "TrainConfig",
     "coefficient",
+    "evaluate_sae",
+    "fit_pca",
+    "pca_baseline",
     "finalize",
     "init_for_training",
     "lr_factor",
