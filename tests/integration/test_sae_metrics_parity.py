@@ -18,7 +18,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_sae_parity import models, random_sae, saelens_twin  # noqa: E402,F401
+from test_sae_parity import models, random_sae, saelens_twin  # noqa: E402,F401,F811
 
 from lookingglass.sae.training.metrics import evaluate_sae  # noqa: E402
 
@@ -46,7 +46,7 @@ class _Store:
 
 
 @pytest.mark.parametrize("arch,kw", [("standard", {}), ("topk", {"k": 6}), ("jumprelu", {})])
-def test_evaluate_sae_matches_saelens_evals(models, arch, kw):
+def test_evaluate_sae_matches_saelens_evals(models, arch, kw):  # noqa: F811
     ours_model, tl = models
     sae = random_sae(arch, seed=4, **kw)
     with torch.no_grad():
