@@ -26,7 +26,7 @@ from torch import Tensor
 from lookingglass.errors import InputError
 from lookingglass.harvest.manifest import read_manifest
 from lookingglass.harvest.run import _forward_kwargs, _run_batch
-from lookingglass.harvest.shards import read_shard
+from lookingglass.harvest.shards import committed_entry, read_shard
 
 
 def _generator(seed: int, *parts: object) -> torch.Generator:
@@ -58,6 +58,11 @@ class ShardActivations:
         mix_shards: shards whose records are pooled and shuffled together.
         seed: for the shard order and the mixing.
         epochs: passes over the data (None: forever).
+        allow_incomplete: read the shards an unfinished (or still running) harvest has
+            committed so far, instead of refusing it.
+        max_norm: leave out records whose norm exceeds this (the rare "massive
+            activations" of some tokens, thousands of times the typical norm, would
+            dominate the MSE); None keeps all.
     """
 
     def __init__(
@@ -70,11 +75,22 @@ class ShardActivations:
         seed: int = 0,
         epochs: int | None = None,
         dtype: torch.dtype = torch.float32,
+        allow_incomplete: bool = False,
+        max_norm: float | None = None,
     ) -> None:
         self.folder = Path(folder)
         self.manifest = read_manifest(self.folder)
         if not self.manifest.get("complete"):
-            raise InputError(f"{folder} is an unfinished harvest; rerun the harvest to finish it")
+            if not allow_incomplete:
+                raise InputError(
+                    f"{folder} is an unfinished harvest; rerun the harvest to finish it, or "
+                    "pass allow_incomplete=True to train on the shards committed so far"
+                )
+            entries = [committed_entry(self.folder, k) for k in range(self.manifest["n_shards"])]
+            self.manifest["shards"] = [e for e in entries if e is not None]
+        if not self.manifest["shards"]:
+            raise InputError(f"{folder} holds no committed shards yet")
+        self.max_norm = max_norm
         missing = [h for h in hooks if h not in self.manifest["hooks"]]
         if missing:
             raise InputError(
@@ -82,6 +98,11 @@ class ShardActivations:
             )
         self.hooks, self.batch_size, self.include_bos = list(hooks), batch_size, include_bos
         self.mix_shards, self.seed, self.epochs, self.dtype = mix_shards, seed, epochs, dtype
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens in the shards read (before leaving out BOS or outliers)."""
+        return sum(int(s["n_tokens"]) for s in self.manifest["shards"])
 
     def d_in(self, hook: str) -> int:
         return int(torch.Size(self.manifest["hooks"][hook]).numel())
@@ -100,7 +121,13 @@ class ShardActivations:
 
     def _read(self, files: list[str], epoch: int, group: int) -> dict[str, Tensor]:
         parts = [read_shard(self.folder / f) for f in files]
-        keep = [p["pos"] > 0 if not self.include_bos else slice(None) for p in parts]
+        keep = []
+        for p in parts:
+            mask = p["pos"] > (-1 if self.include_bos else 0)
+            if self.max_norm is not None:
+                for h in self.hooks:
+                    mask &= p[h].reshape(mask.shape[0], -1).norm(dim=-1) <= self.max_norm
+            keep.append(mask)
         pool = {
             h: torch.cat(
                 [
@@ -143,7 +170,8 @@ class LiveActivations:
     ) -> None:
         if rows.ndim != 2 or rows.shape[0] == 0:
             raise InputError(f"rows must be a non-empty [n_rows, seq_len] tensor, got {rows.shape}")
-        self.model, self.hooks, self.rows = model, list(model.resolve_hook_names(hooks)), rows
+        self.model, self.rows = model, rows
+        self.hooks = [n for h in hooks for n in model.resolve_hook_names(h)]
         self.batch_size, self.rows_per_forward, self.mix = batch_size, rows_per_forward, mix_batches
         self.include_bos, self.seed, self.epochs = include_bos, seed, epochs
         self.kwargs = _forward_kwargs(model, self.hooks)
