@@ -62,14 +62,37 @@ class _JumpReLU(torch.autograd.Function):
 
 @dataclass
 class StepOutput:
-    """What one training forward pass computed (per-rank batch)."""
+    """What one training forward pass computed (per-rank batch).
+
+    Top-k keeps its features sparse (`indices`, `values`: [batch, k]); `feature_acts`
+    builds the dense [batch, d_sae] tensor only when asked.
+    """
 
     sae_in: Float[Tensor, "batch d_in"]
     sae_out: Float[Tensor, "batch d_in"]
-    feature_acts: Float[Tensor, "batch d_sae"]
     hidden_pre: Float[Tensor, "batch d_sae"]
     loss: Tensor
     losses: dict[str, Tensor]
+    dense_acts: Tensor | None = None
+    indices: Tensor | None = None
+    values: Tensor | None = None
+
+    @property
+    def feature_acts(self) -> Float[Tensor, "batch d_sae"]:
+        if self.dense_acts is None:
+            dense = torch.zeros_like(self.hidden_pre)
+            self.dense_acts = dense.scatter(-1, self.indices, self.values)
+        return self.dense_acts
+
+    @torch.no_grad()
+    def fired(self) -> tuple[Float[Tensor, " d_sae"], Tensor]:
+        """(tokens each latent fired on, total active latents) in this batch."""
+        if self.dense_acts is None and self.indices is not None:
+            on = self.values > 0
+            counts = torch.bincount(self.indices[on], minlength=self.hidden_pre.shape[-1])
+            return counts.to(self.hidden_pre.dtype), on.sum().to(self.hidden_pre.dtype)
+        on = (self.dense_acts != 0).to(self.hidden_pre.dtype)
+        return on.sum(0), on.sum()
 
 
 def check_trainable(sae: SAE) -> None:
@@ -89,9 +112,24 @@ def check_trainable(sae: SAE) -> None:
         )
 
 
+def _sparse_decode(indices: Tensor, values: Tensor, w_dec: Tensor) -> Tensor:
+    """Σ_j values[:, j] W_dec[indices[:, j]] without the dense [batch, d_sae] matmul: the
+    decoder (and its gradient) costs k / d_sae of the dense product."""
+    flat_idx, flat_val = (
+        indices.reshape(-1, indices.shape[-1]),
+        values.reshape(-1, values.shape[-1]),
+    )
+    out = torch.nn.functional.embedding_bag(
+        flat_idx, w_dec, per_sample_weights=flat_val, mode="sum"
+    )
+    return out.reshape(*indices.shape[:-1], w_dec.shape[-1])
+
+
 def _topk_aux_loss(
-    sae: SAE, sae_in: Tensor, sae_out: Tensor, hidden_pre: Tensor, dead: Tensor | None, alpha: float
+    sae: SAE, sae_in: Tensor, sae_out: Tensor, raw_pre: Tensor, dead: Tensor | None, alpha: float
 ) -> Tensor:
+    """Gao et al.'s aux-k loss, as SAELens: the top k_aux dead latents (ranked by their
+    pre-activations, × ‖W_dec‖ with rescaling) reconstruct the detached residual."""
     n_dead = 0 if dead is None else int(dead.sum())
     if n_dead == 0:
         return sae_out.new_tensor(0.0)
@@ -99,12 +137,14 @@ def _topk_aux_loss(
     k_aux = sae_in.shape[-1] // 2  # Gao et al. 2024, appendix B.1
     scale = min(n_dead / k_aux, 1.0)
     k_aux = min(k_aux, n_dead)
-    masked = torch.where(dead[None], hidden_pre, -torch.inf)
-    top = masked.topk(k_aux, sorted=False)
-    aux_acts = torch.zeros_like(hidden_pre).scatter_(-1, top.indices, top.values)
-    if sae.cfg.rescale_acts_by_decoder_norm:
-        aux_acts = aux_acts / sae.W_dec.norm(dim=-1)
-    recons = aux_acts @ sae.W_dec  # no b_dec: it is already in the residual
+    with torch.no_grad():
+        ranked = (
+            raw_pre * sae.W_dec.norm(dim=-1) if sae.cfg.rescale_acts_by_decoder_norm else raw_pre
+        )
+        indices = torch.where(dead[None], ranked, -torch.inf).topk(k_aux, sorted=False).indices
+    # With rescaling SAELens decodes (h ‖W_dec‖) / ‖W_dec‖ = h: the norms cancel.
+    values = raw_pre.gather(-1, indices)
+    recons = _sparse_decode(indices, values, sae.W_dec)  # no b_dec: it is in the residual
     return alpha * scale * (recons - residual).pow(2).sum(-1).mean()
 
 
@@ -126,19 +166,39 @@ def training_forward(
     arch = sae.cfg.architecture
     sae_in = sae.process_sae_in(x)
     hidden_pre = sae._hook("hook_sae_acts_pre", sae_in @ sae.W_enc + sae.b_enc)
+    raw_pre = hidden_pre
     losses: dict[str, Tensor] = {}
+    sae_out = acts = indices = values = None
     if arch == "topk":
-        if sae.cfg.rescale_acts_by_decoder_norm:
-            hidden_pre = hidden_pre * sae.W_dec.norm(dim=-1)
-        values, indices = torch.topk(hidden_pre, k=sae.cfg.k, dim=-1, sorted=False)
-        acts = torch.zeros_like(hidden_pre).scatter(-1, indices, values.relu())
+        norm = sae.W_dec.norm(dim=-1) if sae.cfg.rescale_acts_by_decoder_norm else None
+        sparse = not sae.hook_sae_acts_post.has_hooks() and not sae.cfg.is_transcoder
+        if sparse:
+            # Choose the k latents without the gradient, then take their values with it:
+            # the gradient is the dense version's, at k / d_sae of its cost.
+            with torch.no_grad():
+                scaled = hidden_pre * norm if norm is not None else hidden_pre
+                indices = scaled.topk(sae.cfg.k, dim=-1, sorted=False).indices
+            values = hidden_pre.gather(-1, indices)
+            if norm is not None:
+                values = values * norm[indices]
+                hidden_pre = scaled
+            values = values.relu()
+            coeffs = values / norm[indices] if norm is not None else values
+            recons = _sparse_decode(indices, coeffs, sae.W_dec) + sae.b_dec
+            sae_out = sae._normalize_out(sae._hook("hook_sae_recons", recons))
+        else:
+            if norm is not None:
+                hidden_pre = hidden_pre * norm
+            top = torch.topk(hidden_pre, k=sae.cfg.k, dim=-1, sorted=False)
+            acts = torch.zeros_like(hidden_pre).scatter(-1, top.indices, top.values.relu())
     elif arch == "jumprelu":
         threshold = sae.threshold.to(hidden_pre.dtype)
         acts = _JumpReLU.apply(hidden_pre, threshold, cfg.jumprelu_bandwidth)
     else:
         acts = torch.relu(hidden_pre)
-    acts = sae._hook("hook_sae_acts_post", acts)
-    sae_out = sae.decode(acts)
+    if sae_out is None:
+        acts = sae._hook("hook_sae_acts_post", acts)
+        sae_out = sae.decode(acts)
     target = x.to(sae_out.dtype)
     losses["mse_loss"] = (sae_out - target).pow(2).sum(-1).mean()
     if arch == "standard":
@@ -146,7 +206,7 @@ def training_forward(
         losses["l1_loss"] = (coefficients["l1"] * weighted.norm(p=cfg.lp_norm, dim=-1)).mean()
     elif arch == "topk":
         losses["auxiliary_reconstruction_loss"] = _topk_aux_loss(
-            sae, target, sae_out, hidden_pre, dead_mask, cfg.aux_loss_coefficient
+            sae, target, sae_out, raw_pre, dead_mask, cfg.aux_loss_coefficient
         )
     else:
         threshold = sae.threshold.to(hidden_pre.dtype)
@@ -156,4 +216,4 @@ def training_forward(
             per_item = ((threshold - hidden_pre).relu() * dead_mask * sae.W_dec.norm(dim=1)).sum(-1)
             losses["pre_act_loss"] = cfg.pre_act_loss_coefficient * per_item.mean()
     loss = sum(losses.values())
-    return StepOutput(target, sae_out, acts, hidden_pre, loss, losses)
+    return StepOutput(target, sae_out, hidden_pre, loss, losses, acts, indices, values)

@@ -203,8 +203,8 @@ class SAETrainer:
         sae.train()
         result = training_forward(sae, x, cfg, coeffs, slot.dead_mask())
         with torch.no_grad():
-            fired = (result.feature_acts != 0).float()
-            counts = self._all_reduce(fired.sum(0))
+            counts, _ = result.fired()
+            counts = self._all_reduce(counts.float())
             slot.since_fired += 1
             slot.since_fired[counts > 0] = 0
             slot.act_freq += counts
@@ -235,7 +235,7 @@ class SAETrainer:
             [
                 (x - x_hat).pow(2).sum(),
                 x.pow(2).sum(),
-                (r.feature_acts != 0).float().sum(),
+                r.fired()[1].float(),
                 torch.tensor(float(x.shape[0])),
                 r.loss.detach().float() * x.shape[0],
             ]
