@@ -218,3 +218,14 @@ def test_lr_schedule_equals_saelens(name, kw):
         assert got == pytest.approx(want, rel=1e-6, abs=1e-9), step
         opt.step()
         sched.step()
+
+
+def test_coefficient_warm_up_equals_saelens():
+    from sae_lens.training.optim import CoefficientScheduler
+
+    from lookingglass.sae.training import coefficient
+
+    sched = CoefficientScheduler(warm_up_steps=7, final_value=2.5)
+    for step in range(12):  # SAELens's trainer reads .value, then steps after the update
+        assert coefficient(step, 2.5, 7) == pytest.approx(sched.value), step
+        sched.step()
