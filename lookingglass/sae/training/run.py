@@ -89,6 +89,9 @@ def train_saes(
     reports = []
     for i, slot in enumerate(trainer.slots):
         sae = slot.sae.eval()
+        folder = Path(out) / sae_folder_name(sae) if out is not None and trainer.rank == 0 else None
+        if folder is not None:  # the weights first: an evaluation failure loses nothing
+            sae.save_model(folder, sparsity=trainer.log_feature_sparsity(i))
         report: dict[str, Any] = {
             "settings": settings or {},
             "train_config": cfg.to_dict(),
@@ -105,14 +108,10 @@ def train_saes(
             if pca_source is not None:
                 k = max(1, round(metrics["l0"]))
                 mean, comps = fit_pca(_sample(pca_source, sae.cfg.hook_name, 65536), k)
-                report["pca_baseline"] = {
-                    "k": k,
-                    **pca_baseline(eval_model, sae.cfg.hook_name, mean, comps, eval_rows),
-                }
+                baseline = pca_baseline(eval_model, sae.cfg.hook_name, mean, comps, eval_rows)
+                report["pca_baseline"] = {"k": k, **baseline}
         reports.append(report)
-        if out is not None and trainer.rank == 0:
-            folder = Path(out) / sae_folder_name(sae)
-            sae.save_model(folder, sparsity=trainer.log_feature_sparsity(i))
+        if folder is not None:
             write_atomic(folder / "training.json", json.dumps(report, indent=1) + "\n")
     return trainer, reports
 
