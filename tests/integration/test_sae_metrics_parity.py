@@ -93,3 +93,20 @@ def test_evaluate_sae_matches_saelens_evals(models, arch, kw):  # noqa: F811
         "ce_loss_score",
     ):
         assert mine[key] == pytest.approx(down[key], rel=1e-5, abs=1e-6), key
+
+
+def test_full_rank_pca_baseline_is_the_identity(models):  # noqa: F811
+    from lookingglass.sae.training import fit_pca, pca_baseline
+
+    model, _ = models
+    hook = "blocks.0.hook_resid_post"
+    _, cache = model.run_with_cache(ROWS, names_filter=[hook])
+    mean, comps = fit_pca(cache[hook].reshape(-1, 16), 16)
+    full = pca_baseline(model, hook, mean, comps, ROWS, batch_size=4)
+    assert full["explained_variance"] == pytest.approx(1.0, abs=1e-5)
+    assert full["ce_loss_with_sae"] == pytest.approx(full["ce_loss_without_sae"], abs=1e-5)
+    mean, comps = fit_pca(cache[hook].reshape(-1, 16), 3)
+    low = pca_baseline(model, hook, mean, comps, ROWS, batch_size=4)
+    reused = pca_baseline(model, hook, mean, comps, ROWS, batch_size=4, reference=low)
+    assert reused == pytest.approx(low)
+    assert low["explained_variance"] < 0.9

@@ -183,8 +183,13 @@ def pca_baseline(
     rows: Int[Tensor, "n_rows seq_len"],
     batch_size: int = 8,
     keep_positions: Sequence[int] = (0,),
+    reference: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """`evaluate_sae`'s reconstruction and CE metrics for x̂ = μ + P Pᵀ (x - μ)."""
+    """`evaluate_sae`'s reconstruction and CE metrics for x̂ = μ + P Pᵀ (x - μ).
+
+    `reference`: `evaluate_sae`'s result on the same rows, whose clean and zero-ablated
+    losses are then reused instead of recomputed.
+    """
     sums, losses = _Sums(), {"without": [], "with": [], "ablation": []}
     keep = list(keep_positions)
     device = next(model.parameters()).device
@@ -202,6 +207,10 @@ def pca_baseline(
     for start in range(0, len(rows), batch_size):
         tokens = rows[start : start + batch_size].to(device)
         losses["with"].append(_ce(model, tokens, hook, project))
-        losses["without"].append(_ce(model, tokens, hook, None))
-        losses["ablation"].append(_ce(model, tokens, hook, torch.zeros_like))
+        if reference is None:
+            losses["without"].append(_ce(model, tokens, hook, None))
+            losses["ablation"].append(_ce(model, tokens, hook, torch.zeros_like))
+    if reference is not None:
+        fill = {"without": "ce_loss_without_sae", "ablation": "ce_loss_with_ablation"}
+        losses |= {k: [torch.full((1, 2), reference[v])] for k, v in fill.items()}
     return sums.result(0.1) | _ce_metrics(losses, keep)

@@ -108,7 +108,9 @@ def train_saes(
             if pca_source is not None:
                 k = max(1, round(metrics["l0"]))
                 mean, comps = fit_pca(_sample(pca_source, sae.cfg.hook_name, 65536), k)
-                baseline = pca_baseline(eval_model, sae.cfg.hook_name, mean, comps, eval_rows)
+                baseline = pca_baseline(
+                    eval_model, sae.cfg.hook_name, mean, comps, eval_rows, reference=metrics
+                )
                 report["pca_baseline"] = {"k": k, **baseline}
         reports.append(report)
         if folder is not None:
