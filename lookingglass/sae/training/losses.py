@@ -76,6 +76,7 @@ class StepOutput:
     dense_acts: Tensor | None = None
     indices: Tensor | None = None
     values: Tensor | None = None
+    _fired: tuple[Tensor, Tensor] | None = None
 
     @property
     def feature_acts(self) -> Float[Tensor, "batch d_sae"]:
@@ -87,12 +88,15 @@ class StepOutput:
     @torch.no_grad()
     def fired(self) -> tuple[Float[Tensor, " d_sae"], Tensor]:
         """(tokens each latent fired on, total active latents) in this batch."""
-        if self.dense_acts is None and self.indices is not None:
-            on = self.values > 0
-            counts = torch.bincount(self.indices[on], minlength=self.hidden_pre.shape[-1])
-            return counts.to(self.hidden_pre.dtype), on.sum().to(self.hidden_pre.dtype)
-        on = (self.dense_acts != 0).to(self.hidden_pre.dtype)
-        return on.sum(0), on.sum()
+        if self._fired is None:
+            if self.dense_acts is None and self.indices is not None:
+                on = self.values > 0
+                counts = torch.bincount(self.indices[on], minlength=self.hidden_pre.shape[-1])
+                self._fired = counts.to(self.hidden_pre.dtype), on.sum().to(self.hidden_pre.dtype)
+            else:
+                counts = (self.dense_acts != 0).sum(0).to(self.hidden_pre.dtype)
+                self._fired = counts, counts.sum()
+        return self._fired
 
 
 def check_trainable(sae: SAE) -> None:
