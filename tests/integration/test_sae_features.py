@@ -120,3 +120,31 @@ def test_figures_and_neuronpedia_export(setup, tmp_path):
     assert max(feature["activations"][0]["values"]) == pytest.approx(
         acts.max_activation(f), abs=1e-3
     )
+
+
+def test_from_harvest_equals_from_model(setup, tmp_path):
+    """A shard in the harvest format (records shuffled, as `harvest` writes them) gives the
+    same feature activations as running the model."""
+    from lookingglass.harvest.manifest import write_manifest
+    from lookingglass.harvest.shards import commit_shard, shard_permutation
+
+    model, sae, rows, acts, dense = setup
+    _, cache = model.run_with_cache(rows, names_filter=[HOOK])
+    n, seq = rows.numel(), rows.shape[1]
+    order = shard_permutation(0, 0, n)
+    tensors = {
+        "tokens": rows.reshape(-1)[order],
+        "row": torch.arange(rows.shape[0]).repeat_interleave(seq)[order],
+        "pos": torch.arange(seq).repeat(rows.shape[0])[order],
+        HOOK: cache[HOOK].reshape(n, -1)[order],
+    }
+    entry = commit_shard(tmp_path, 0, tensors, {"row_start": 0, "row_stop": rows.shape[0]})
+    write_manifest(tmp_path, {"hooks": {HOOK: [576]}, "seq_len": seq, "n_shards": 1,
+                              "complete": True, "shards": [entry]})  # fmt: skip
+    stored = FeatureActivations.from_harvest(tmp_path, sae)
+    assert torch.equal(stored.rows, rows)
+    torch.testing.assert_close(stored.density(), acts.density())
+    f = int(acts.density().argmax())
+    assert [c.value for c in stored.top_contexts(f, 4)] == pytest.approx(
+        [c.value for c in acts.top_contexts(f, 4)], abs=1e-5
+    )
