@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     from lookingglass.harvest.cli import add_harvest_parser
 
     add_harvest_parser(sub)
+    from lookingglass.sae.cli import add_sae_parser
+
+    add_sae_parser(sub)
     from lookingglass.training.default_models import add_train_default_parser
     from lookingglass.training.replicate_cli import add_replicate_parser
 

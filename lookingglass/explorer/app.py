@@ -17,6 +17,7 @@ PAGES = [
     ("schematics_page.py", "Schematics", "schematics"),
     ("experiments_page.py", "Experiments", "experiments"),
     ("dynamics_page.py", "Training dynamics", "dynamics"),
+    ("sae_page.py", "SAE features", "sae"),
 ]
 
 st.set_page_config(page_title="lookingglass explorer", layout="wide")
