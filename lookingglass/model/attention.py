@@ -74,8 +74,13 @@ def head_major_parameter(
 
 
 def as_head_major_layout(weight: Tensor) -> Tensor:
-    """The same values as `weight [n_heads, d_model, d_head]`, in the layout above."""
-    if weight.permute(1, 0, 2).is_contiguous():
+    """The same values as `weight [n_heads, d_model, d_head]`, in a layout whose
+    `[d_model, n_heads * d_head]` flattening is a view (one GEMM projects every head).
+    A weight already in such a layout is returned as it is: the slices of a fused
+    checkpoint matrix (GPT-2's `c_attn`) and Hugging Face's `[out, in]` projections
+    (Llama's `q_proj`) are, so loading copies none of them."""
+    heads, _, d_head = weight.shape
+    if heads == 1 or d_head == 1 or weight.stride(0) == d_head * weight.stride(2):
         return weight
     return weight.permute(1, 0, 2).contiguous().permute(1, 0, 2)
 
