@@ -42,7 +42,9 @@ def prompts(tokenizer, n_tokens: int) -> tuple[torch.Tensor, torch.Tensor, int, 
     clean = "When Mary and John went to the store, John gave a drink to"
     corrupted = "When Mary and John went to the store, Mary gave a drink to"
     ids = [tokenizer(t, return_tensors="pt").input_ids[:, -n_tokens:] for t in (clean, corrupted)]
-    mary, john = (tokenizer(" " + n).input_ids[0] for n in ("Mary", "John"))
+    # The last id: the tokenizer may prepend a BOS token.
+    mary, john = (tokenizer(" " + n).input_ids[-1] for n in ("Mary", "John"))
+    assert mary != john and ids[0].shape == ids[1].shape, "the prompts must differ by one name"
     return ids[0], ids[1], mary, john
 
 
