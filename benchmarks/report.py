@@ -88,12 +88,12 @@ def long_table(rows: list[dict]) -> str:
                     _mib(v["peak"]),
                     _mib(v["cache"]),
                     _mib(v["logits"]),
-                    _mib(v["layer"]),
+                    _mib(v["bound"]),
                     "yes" if v["within_bound"] else f"no (+{_mib(v['peak'] - v['bound'])})",
                 ]
             )
     header = ["model", "tokens", "variant", "peak MiB", "cached MiB", "logits MiB"]
-    header += ["one layer MiB", "peak <= cache + logits + layer"]
+    header += ["bound MiB", "peak <= cached + HF forward's peak"]
     return format_table(out, header)
 
 
