@@ -66,7 +66,9 @@ def machine() -> dict:
     )
 
 
-def run_sections(mode: str, sections, threads, workdir: Path, quiet_load: float) -> dict:
+def run_sections(
+    mode: str, sections, threads, workdir: Path, quiet_load: float, models=None
+) -> dict:
     import suite_analysis
     import suite_forward
     import suite_loading
@@ -74,7 +76,7 @@ def run_sections(mode: str, sections, threads, workdir: Path, quiet_load: float)
     from suite_models import REAL, SPECS, checkpoint, hf_model, peers
 
     out: dict = {}
-    specs = SPECS[mode]
+    specs = [s for s in SPECS[mode] if models is None or s.label in models]
     if "forward" in sections:
         out["forward"] = []
         for spec in specs:
@@ -103,7 +105,7 @@ def run_sections(mode: str, sections, threads, workdir: Path, quiet_load: float)
                 )
             )
     if "analysis" in sections:
-        real = next(s for s in specs if s.label == REAL)
+        real = next(s for s in SPECS[mode] if s.label == REAL)
         from suite_models import our_model
 
         hf = hf_model(checkpoint(real, workdir), "sdpa")
@@ -122,6 +124,18 @@ def run_sections(mode: str, sections, threads, workdir: Path, quiet_load: float)
     return out
 
 
+def merged(old: list[dict], new: list[dict]) -> list[dict]:
+    """`old` rows with those measured again replaced by `new` (same model, shape,
+    threads and op), in their old order; rows of models not run again stay."""
+
+    def key(row: dict) -> tuple:
+        return tuple(row.get(k) for k in ("model", "shape", "threads", "op"))
+
+    fresh = {key(row): row for row in new}
+    kept = [fresh.pop(key(row), row) for row in old]
+    return kept + list(fresh.values())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -137,6 +151,9 @@ def main() -> None:
         default=1.5,
         help="before each timed section, wait up to 2 min for the load average to drop to this",
     )
+    parser.add_argument(
+        "--models", nargs="+", default=None, help="model labels to run (default: every one)"
+    )
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
     args = parser.parse_args()
     if args.mode == "gpu":
@@ -151,7 +168,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         meta = machine()
         sections = run_sections(
-            args.mode, args.sections, args.threads, Path(workdir), args.quiet_load
+            args.mode, args.sections, args.threads, Path(workdir), args.quiet_load, args.models
         )
     meta.update(
         load_average_end=load_average(),
@@ -159,7 +176,9 @@ def main() -> None:
         sections=args.sections,
     )
     result.setdefault("runs", []).append(meta)
-    result.update(sections, mode=args.mode)
+    for name, rows in sections.items():
+        result[name] = merged(result.get(name, []), rows)
+    result["mode"] = args.mode
     RESULTS.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {path} ({meta['seconds']} s)")
