@@ -217,9 +217,9 @@ def main() -> None:
     parser.add_argument("--tl-sample", type=int, default=60)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU")
     args = parser.parse_args()
-    global DEVICE
-    if args.smoke:
-        DEVICE, args.repeats, args.tl_sample = "cpu", 1, 4
+    global DEVICE, DTYPE
+    if args.smoke:  # bfloat16 matmuls are very slow on most CPUs: check in float32
+        DEVICE, DTYPE, args.repeats, args.tl_sample = "cpu", torch.float32, 1, 4
     elif not torch.cuda.is_available():
         sys.exit("gpu_check.py needs a CUDA device (or --smoke to check it on the CPU).")
     batch, seq, cache_seq, new_tokens = SIZES["smoke" if args.smoke else "full"]

@@ -24,7 +24,7 @@ one GEMM with no copy. Grouped-query attention (`GroupedQueryAttention`) keeps t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +57,7 @@ class AttentionContext:
     `key_is_real` is False at padding keys (None when there is no padding).
     `shortformer_pos_embed` (`positional_embedding_type="shortformer"`) is the queries'
     position embedding, which every block adds to its query and key inputs.
+    `rotary_cos_sin` computes each distinct rotation once per pass, not once per layer.
     """
 
     mask: Bool[Tensor, "#batch 1 query_pos key_pos"] | None
@@ -64,6 +65,15 @@ class AttentionContext:
     key_positions: Int[Tensor, "batch key_pos"]
     key_is_real: Bool[Tensor, "batch key_pos"] | None = None
     shortformer_pos_embed: Float[Tensor, "batch query_pos d_model"] | None = None
+    _rotations: dict = field(default_factory=dict, repr=False)
+
+    def rotary_cos_sin(self, rotary: Rotary, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """`rotary.cos_sin` at the queries' positions, shared by layers whose rotations
+        are the same (same frequencies and layout)."""
+        key = (rotary.signature, dtype)
+        if key not in self._rotations:
+            self._rotations[key] = rotary.cos_sin(self.positions, dtype)
+        return self._rotations[key]
 
 
 def head_major_parameter(
@@ -234,7 +244,7 @@ class Attention(nn.Module):
         if self.clip is not None:  # OLMo: after the projections (and q/k norms), as TL
             q, k, v = clamp_qkv(q, k, v, self.clip)
         if hasattr(self, "rotary"):
-            cos, sin = self.rotary.cos_sin(context.positions, q.dtype)
+            cos, sin = context.rotary_cos_sin(self.rotary, q.dtype)
             q = self.hook_rot_q(self.rotary(q, cos, sin))
             k = self.hook_rot_k(self.rotary(k, cos, sin))
         if self.logn_length is not None and not self.training:
