@@ -45,8 +45,8 @@ LOADERS = {
     ),
     "TransformerLens (HF model + from_pretrained_no_processing)": (
         "hf = transformers.AutoModelForCausalLM.from_pretrained(folder)\n"
-        "    import sys; sys.path.insert(0, {bench!r}); from common import build_tl_from_folder\n"
-        "    m = build_tl_from_folder(__import__('pathlib').Path(folder), hf); del hf"
+        "import sys; sys.path.insert(0, {bench!r}); from common import build_tl_from_folder\n"
+        "m = build_tl_from_folder(__import__('pathlib').Path(folder), hf); del hf"
     ),
 }
 
