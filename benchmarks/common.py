@@ -102,3 +102,17 @@ def format_table(rows: list[list[str]], header: list[str]) -> str:
 def set_threads() -> None:
     """Use every core, the same for every library in the run."""
     torch.set_num_threads(os.cpu_count() or 1)
+
+
+def load_average() -> float:
+    """The machine's 1-minute load average (other jobs on the same cores slow every op)."""
+    return round(os.getloadavg()[0], 2)
+
+
+def wait_for_quiet(max_load: float, max_wait_s: float) -> float:
+    """Wait (up to `max_wait_s`) until the 1-minute load average is at most `max_load`, so
+    timings are taken when the shared machine is quietest; returns the load at the start."""
+    deadline = time.monotonic() + max_wait_s
+    while load_average() > max_load and time.monotonic() < deadline:
+        time.sleep(5)
+    return load_average()

@@ -169,8 +169,12 @@ def _save_activation(
     pos_slice: Slice,
     is_backward: bool,
 ) -> None:
-    """The caching hook: store `tensor` detached, as TransformerLens's `save_hook`."""
-    value = tensor.detach().to(device)
+    """The caching hook: store `tensor` detached, as TransformerLens's `save_hook`.
+
+    The batch and position slices are taken before the move to `device`, so only what
+    is kept is copied; a slice smaller than its tensor is stored as a copy, so that the
+    cache does not hold the whole activation alive (a pattern's last row, for one)."""
+    value = tensor.detach()
     if remove_batch_dim:
         value = value[0]
     pos_dim = -3 if hook.name.endswith(_HEAD_ACTIVATIONS) else -2
@@ -182,7 +186,10 @@ def _save_activation(
                 f"pos_slice {_shown(pos_slice)} selects positions outside {hook.name}, which "
                 f"has {value.shape[pos_dim]} positions ({error})."
             ) from error
-    cache[hook.name + ("_grad" if is_backward else "")] = value
+    moved = value.to(device)
+    if moved is value and value._is_view() and value.numel() < tensor.numel():
+        moved = value.clone()
+    cache[hook.name + ("_grad" if is_backward else "")] = moved
 
 
 def _check_names_filter(names_filter: Any) -> None:

@@ -9,7 +9,9 @@ Data flow of `from_pretrained`:
         --process_weights--> processed state dict --assign--> model built on "meta"
 
 The model is built on the meta device and takes the loaded tensors as its parameters
-(`load_state_dict(assign=True)`), so loading needs about one copy of the weights.
+(`load_state_dict(assign=True)`). Safetensors files are memory-mapped copy-on-write and
+processing writes into the mapped tensors, so loading needs one copy of the weights
+(plus the untied unembedding of a tied checkpoint), as Hugging Face's own loader.
 Reading the folder (and refusing files outside it) is `loading.reading`.
 
 Native format (`save_pretrained`): `config.json` holding `{"lookingglass_config":
@@ -223,6 +225,9 @@ def from_pretrained(
     # Process in at least float32; cast down to a reduced-precision dtype only afterwards.
     if cfg.dtype.itemsize >= 4:
         _cast(sd, cfg.dtype)
+    _untie_embeddings(sd)
+    # The tensors are ours (memory-mapped copy-on-write, or cast copies): process them
+    # where they lie, so processing needs no second copy of the weights.
     sd, cfg = process_weights(
         sd,
         cfg,
@@ -231,10 +236,10 @@ def from_pretrained(
         center_unembed=center_unembed,
         fold_value_biases=fold_value_biases,
         refactor_factored_attn_matrices=refactor_factored_attn_matrices,
+        in_place=True,
     )
     cfg = cfg.replace(device=device)
     _cast(sd, cfg.dtype, device)
-    _untie_embeddings(sd)
     return _assign(cfg, sd, tokenizer if tokenizer is not None else _load_tokenizer(folder), folder)
 
 

@@ -5,11 +5,15 @@ TransformerLens's five steps, as pure functions on a state dict in our (= its) l
 `refactor_factored_attn_matrices`, and `process_weights` running them in its order.
 The math is TransformerLens 3.x's, checked against it in `tests/unit/test_processing.py`.
 
-Each function replaces tensors in the dict one at a time and returns the dict. It never
-writes into a tensor it was given (they may be views of checkpoint tensors), so peak
-memory grows by about one tensor. Where TransformerLens skips a step that does not apply
-and only warns, these raise `ConfigError`: a requested change that silently does nothing
-is how interpretability results go wrong.
+Each function replaces tensors in the dict one at a time and returns the dict. By default
+it never writes into a tensor it was given (they may be a model's parameters, or views of
+one checkpoint buffer), so peak memory grows by about one tensor. `from_pretrained` owns
+its freshly loaded (memory-mapped, copy-on-write) tensors and passes `in_place=True`:
+the large weights are then updated where they lie, and loading with processing needs
+no second copy of them (`in_place.exclusive` first gives each key memory of its own).
+Where TransformerLens skips a step that does not apply and only warns, these raise
+`ConfigError`: a requested change that silently does nothing is how interpretability
+results go wrong.
 """
 
 from __future__ import annotations
@@ -19,13 +23,19 @@ from torch import Tensor
 
 from lookingglass.config import ModelConfig
 from lookingglass.errors import CheckpointError, ConfigError
+from lookingglass.loading.in_place import exclusive
 
 StateDict = dict[str, Tensor]
 LAYER_NORMS = ("LN", "LNPre")
 
 
 def fold_layer_norm(
-    sd: StateDict, cfg: ModelConfig, fold_biases: bool = True, center_weights: bool = True
+    sd: StateDict,
+    cfg: ModelConfig,
+    fold_biases: bool = True,
+    center_weights: bool = True,
+    *,
+    in_place: bool = False,
 ) -> StateDict:
     """Fold each norm's weight `w` and bias `b` into the layers that read its output.
 
@@ -39,6 +49,7 @@ def fold_layer_norm(
         sd: state dict with norm weights (`normalization_type` "LN" or "RMS").
         fold_biases: fold the LayerNorm biases (RMSNorm has none).
         center_weights: center the readers' weights (LayerNorm only).
+        in_place: write into `sd`'s weight tensors (each must own its memory).
 
     Only norms *before* a sublayer and the final norm are folded; a norm after a sublayer
     (`norm_placement` "pre_and_post", "post") keeps its weight (see `make_post_norm`).
@@ -72,10 +83,12 @@ def fold_layer_norm(
             (_attn_key(sd, block, f"W_{x}"), _attn_key(sd, block, f"b_{x}"), 1, True) for x in "QKV"
         ]
         if has_pre_norms:
-            _fold_norm(sd, block + "ln1", attn_readers, center_weights)
+            _fold_norm(sd, block + "ln1", attn_readers, center_weights, in_place)
         if not cfg.attn_only and has_pre_norms:
-            _fold_norm(sd, block + "ln2", _mlp_readers(sd, block, cfg), center_weights)
-    _fold_norm(sd, "ln_final", [("unembed.W_U", "unembed.b_U", 0, True)], center_weights)
+            readers = _mlp_readers(sd, block, cfg)
+            _fold_norm(sd, block + "ln2", readers, center_weights, in_place)
+    readers = [("unembed.W_U", "unembed.b_U", 0, True)]
+    _fold_norm(sd, "ln_final", readers, center_weights, in_place)
     return sd
 
 
@@ -97,7 +110,11 @@ def _mlp_readers(sd: StateDict, block: str, cfg: ModelConfig) -> list[tuple[str,
 
 
 def _fold_norm(
-    sd: StateDict, norm: str, readers: list[tuple[str, str, int, bool]], center_weights: bool
+    sd: StateDict,
+    norm: str,
+    readers: list[tuple[str, str, int, bool]],
+    center_weights: bool,
+    in_place: bool,
 ) -> None:
     """Fold `norm`'s `w` / `b` into each reader `(weight, bias, d_model axis, centerable)`."""
     w, b = _take(sd, f"{norm}.w", "fold_ln"), sd.pop(f"{norm}.b", None)
@@ -107,15 +124,25 @@ def _fold_norm(
         shape[axis] = -1
         if b is not None:
             bias = sd.get(b_key)
-            folded = (W * b.view(shape)).sum(axis)
+            folded = _fold_bias(W, b.view(shape), axis)
             sd[b_key] = folded if bias is None else bias + folded
-        W = W * w.view(shape)
+        W = W.mul_(w.view(shape)) if in_place else W * w.view(shape)
         if center_weights and centerable:
-            W -= W.mean(axis, keepdim=True)  # W is our fresh tensor: in place is safe
+            W -= W.mean(axis, keepdim=True)  # W is ours now (fresh, or owned in place)
         sd[W_key] = W
 
 
-def center_writing_weights(sd: StateDict, cfg: ModelConfig) -> StateDict:
+def _fold_bias(W: Tensor, b: Tensor, axis: int, chunk: int = 2**22) -> Tensor:
+    """`(W * b).sum(axis)`, TransformerLens's arithmetic, in slices of about `chunk`
+    elements along another dimension, so that a large `W` (the unembedding) needs no
+    temporary of its own size."""
+    other = W.ndim - 1 if axis != W.ndim - 1 else 0
+    step = max(1, chunk * W.shape[other] // max(W.numel(), 1))
+    parts = [(W_part * b).sum(axis) for W_part in W.split(step, dim=other)]
+    return torch.cat(parts, dim=other if other < axis else other - 1)
+
+
+def center_writing_weights(sd: StateDict, cfg: ModelConfig, *, in_place: bool = False) -> StateDict:
     """Center every weight that writes to the residual stream along `d_model`.
 
     `W_E`, `W_pos`, each `W_O` / `b_O` and `W_out` / `b_out` lose their mean over
@@ -133,11 +160,19 @@ def center_writing_weights(sd: StateDict, cfg: ModelConfig) -> StateDict:
             writers += [f"blocks.{layer}.mlp.W_out", f"blocks.{layer}.mlp.b_out"]
     for key in writers:
         if key in sd:  # a model without learned positions or output biases has less to center
-            sd[key] = sd[key] - sd[key].mean(-1, keepdim=True)
+            sd[key] = _minus_mean(sd[key], in_place)
     return sd
 
 
-def center_unembed(sd: StateDict, cfg: ModelConfig | None = None) -> StateDict:
+def _minus_mean(W: Tensor, in_place: bool) -> Tensor:
+    """`W` less its mean along the last dimension (written into `W` when `in_place`)."""
+    mean = W.mean(-1, keepdim=True)
+    return W.sub_(mean) if in_place else W - mean
+
+
+def center_unembed(
+    sd: StateDict, cfg: ModelConfig | None = None, *, in_place: bool = False
+) -> StateDict:
     """Center `W_U` and `b_U` along the vocabulary: logits shift by a per-position
     constant, so log-probabilities (and the loss) are unchanged.
 
@@ -148,8 +183,7 @@ def center_unembed(sd: StateDict, cfg: ModelConfig | None = None) -> StateDict:
     if cfg is not None:
         _check_applicable(cfg, "center_unembed")
     for key in ("unembed.W_U", "unembed.b_U"):
-        W = _get(sd, key, "center_unembed")
-        sd[key] = W - W.mean(-1, keepdim=True)
+        sd[key] = _minus_mean(_get(sd, key, "center_unembed"), in_place)
     return sd
 
 
@@ -224,6 +258,8 @@ def process_weights(
     center_unembed: bool = True,
     fold_value_biases: bool = True,
     refactor_factored_attn_matrices: bool = False,
+    *,
+    in_place: bool = False,
 ) -> tuple[StateDict, ModelConfig]:
     """Apply the requested steps in TransformerLens's order; return `(sd, new_cfg)`.
 
@@ -231,6 +267,8 @@ def process_weights(
     in the returned config; a config already "LNPre"/"RMSPre" is already folded.
     Reduced-precision tensors are processed in float32 and cast back, as
     TransformerLens does. Every request is checked before any tensor changes.
+    `in_place=True` writes into `sd`'s tensors (after giving any that share memory a
+    copy of their own); the default leaves every given tensor as it was.
 
     Raises:
         ConfigError: for a step that cannot apply to this model.
@@ -251,13 +289,16 @@ def process_weights(
     dtypes = {k: v.dtype for k, v in sd.items() if v.is_floating_point() and v.element_size() < 4}
     for key in dtypes:
         sd[key] = sd[key].float()
+    if in_place:
+        exclusive(sd)
     if fold_ln and norm in ("LN", "RMS"):
-        _fold_layer_norm(sd, cfg, fold_biases=norm == "LN", center_weights=norm == "LN")
+        is_ln = norm == "LN"
+        _fold_layer_norm(sd, cfg, fold_biases=is_ln, center_weights=is_ln, in_place=in_place)
         cfg = cfg.replace(normalization_type=f"{norm}Pre")
     if center_writing_weights:
-        _center_writing_weights(sd, cfg)
+        _center_writing_weights(sd, cfg, in_place=in_place)
     if center_unembed:
-        _center_unembed(sd, cfg)
+        _center_unembed(sd, cfg, in_place=in_place)
     if fold_value_biases:
         _fold_value_biases(sd, cfg)
         if center_writing_weights:  # the folded b_O is a writing weight too

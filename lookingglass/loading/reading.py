@@ -9,7 +9,6 @@ must resolve to a place inside the folder (`checks.inside_folder`).
 
 from __future__ import annotations
 
-import inspect
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -129,20 +128,18 @@ def _read_files(
 
 
 def _read_safetensors(path: Path) -> dict[str, Tensor]:
-    # The "pread" backend reads into memory the tensors own: nothing stays mapped, so
-    # resident memory is one copy and the model does not depend on the file afterwards.
-    backend = {"backend": "pread"} if _has_pread_backend() else {}
+    # Memory-mapped, copy-on-write (safetensors' default backend): a weight is read from
+    # disk when first used, resident once (in the page cache), and writing into it (as
+    # in-place weight processing does) copies only the pages written, never the file.
+    # As with Hugging Face's loader, the file must not be rewritten in place while a
+    # model loaded from it is alive (saving writes a new file and renames it: safe).
     try:
-        return safetensors.torch.load_file(path, **backend)
+        return safetensors.torch.load_file(path)
     except Exception as error:  # the library raises several types for a bad file
         raise CheckpointError(
             f"Could not read {path}: {error}. The file is corrupt or truncated; "
             "download or save it again."
         ) from error
-
-
-def _has_pread_backend() -> bool:
-    return "backend" in inspect.signature(safetensors.torch.load_file).parameters
 
 
 def _read_torch(path: Path) -> dict[str, Tensor]:

@@ -24,7 +24,7 @@ one GEMM with no copy. Grouped-query attention (`GroupedQueryAttention`) keeps t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +57,7 @@ class AttentionContext:
     `key_is_real` is False at padding keys (None when there is no padding).
     `shortformer_pos_embed` (`positional_embedding_type="shortformer"`) is the queries'
     position embedding, which every block adds to its query and key inputs.
+    `rotary_cos_sin` computes each distinct rotation once per pass, not once per layer.
     """
 
     mask: Bool[Tensor, "#batch 1 query_pos key_pos"] | None
@@ -64,6 +65,15 @@ class AttentionContext:
     key_positions: Int[Tensor, "batch key_pos"]
     key_is_real: Bool[Tensor, "batch key_pos"] | None = None
     shortformer_pos_embed: Float[Tensor, "batch query_pos d_model"] | None = None
+    _rotations: dict = field(default_factory=dict, repr=False)
+
+    def rotary_cos_sin(self, rotary: Rotary, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """`rotary.cos_sin` at the queries' positions, shared by layers whose rotations
+        are the same (same frequencies and layout)."""
+        key = (rotary.signature, dtype)
+        if key not in self._rotations:
+            self._rotations[key] = rotary.cos_sin(self.positions, dtype)
+        return self._rotations[key]
 
 
 def head_major_parameter(
@@ -74,8 +84,13 @@ def head_major_parameter(
 
 
 def as_head_major_layout(weight: Tensor) -> Tensor:
-    """The same values as `weight [n_heads, d_model, d_head]`, in the layout above."""
-    if weight.permute(1, 0, 2).is_contiguous():
+    """The same values as `weight [n_heads, d_model, d_head]`, in a layout whose
+    `[d_model, n_heads * d_head]` flattening is a view (one GEMM projects every head).
+    A weight already in such a layout is returned as it is: the slices of a fused
+    checkpoint matrix (GPT-2's `c_attn`) and Hugging Face's `[out, in]` projections
+    (Llama's `q_proj`) are, so loading copies none of them."""
+    heads, _, d_head = weight.shape
+    if heads == 1 or d_head == 1 or weight.stride(0) == d_head * weight.stride(2):
         return weight
     return weight.permute(1, 0, 2).contiguous().permute(1, 0, 2)
 
@@ -229,7 +244,7 @@ class Attention(nn.Module):
         if self.clip is not None:  # OLMo: after the projections (and q/k norms), as TL
             q, k, v = clamp_qkv(q, k, v, self.clip)
         if hasattr(self, "rotary"):
-            cos, sin = self.rotary.cos_sin(context.positions, q.dtype)
+            cos, sin = context.rotary_cos_sin(self.rotary, q.dtype)
             q = self.hook_rot_q(self.rotary(q, cos, sin))
             k = self.hook_rot_k(self.rotary(k, cos, sin))
         if self.logn_length is not None and not self.training:
@@ -243,12 +258,15 @@ class Attention(nn.Module):
         if fused_ok and not (self.hook_attn_scores.has_hooks() or self.hook_pattern.has_hooks()):
             z = self._attend_fused(q, k, v, mask)
         else:
-            z, hooks_changed_nothing = self._attend_explicit(
-                q, k, v, mask, context.key_positions, extra
-            )
+            pattern, hooks_changed_nothing = self._pattern(q, k, mask, context.key_positions, extra)
             if fused_ok and hooks_changed_nothing:
-                # The same numbers as when nothing is hooked (see exact_paths).
-                z = fast_values(self._attend_fused(q, k, v, mask), z)
+                # The same numbers as when nothing is hooked (see exact_paths); the
+                # explicit product is needed only for its gradient.
+                z = self._attend_fused(q, k, v, mask)
+                if torch.is_grad_enabled() and (pattern.requires_grad or v.requires_grad):
+                    z = fast_values(z, _weigh_values(pattern, v))
+            else:
+                z = _weigh_values(pattern, v)
         return self._output(self.hook_z(z))
 
     def _mask(self, context: AttentionContext, q_len: int, k_len: int, device) -> Tensor | None:
@@ -260,11 +278,12 @@ class Attention(nn.Module):
         base = causal_mask(q_len, k_len, device) if context.mask is None else context.mask
         return base & window_mask(q_len, k_len, self.window, device)
 
-    def _attend_explicit(self, q, k, v, mask, key_positions, extra) -> tuple[Tensor, bool]:
-        """z through the score and pattern hooks; also whether the hooks left them as
-        they were."""
-        k, v = _repeat_kv(k, q.shape[2]), _repeat_kv(v, q.shape[2])
-        scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / self.attn_scale
+    def _pattern(self, q, k, mask, key_positions, extra) -> tuple[Tensor, bool]:
+        """The pattern, through the score and pattern hooks; also whether the hooks left
+        scores and pattern as they were. (Scaling and masking write into the fresh
+        scores: at 2048 positions each full-size temporary is n_heads x 16 MiB.)"""
+        k = _repeat_kv(k, q.shape[2])
+        scores = torch.einsum("bqhe,bkhe->bhqk", q, k).div_(self.attn_scale)
         if self.alibi is not None:
             scores = self.alibi(scores, key_positions)
         if extra.position_bias is not None:
@@ -273,15 +292,14 @@ class Attention(nn.Module):
             scores = self.soft_cap * torch.tanh(scores / self.soft_cap)
         if mask is None:
             mask = causal_mask(q.shape[1], k.shape[1], q.device)
-        scores = scores.masked_fill(~mask, float("-inf"))
+        scores = scores.masked_fill_(~mask, float("-inf"))
         if extra.additive_mask is not None:
             scores = scores + extra.additive_mask
         scores, scores_kept = through(self.hook_attn_scores, scores)
         # Softmax in fp32 (as Hugging Face does for half precision).
         pattern = scores.float().softmax(dim=-1).to(q.dtype)
         pattern, pattern_kept = through(self.hook_pattern, pattern)
-        z = torch.einsum("bhqk,bkhe->bqhe", pattern, v)
-        return z, scores_kept and pattern_kept
+        return pattern, scores_kept and pattern_kept
 
     def _attend_fused(self, q, k, v, mask) -> Tensor:
         is_causal = mask is None and q.shape[1] == k.shape[1] and q.shape[1] > 1
@@ -457,6 +475,11 @@ def _logn_scaled(
 def _repeat_kv(x: Tensor, n_heads: int) -> Tensor:
     """Repeat key/value heads so each query head has its own (no-op without grouping)."""
     return x if x.shape[2] == n_heads else x.repeat_interleave(n_heads // x.shape[2], dim=2)
+
+
+def _weigh_values(pattern: Tensor, v: Tensor) -> Float[Tensor, "batch pos head_index d_head"]:
+    """z: the values (repeated for grouped heads) weighted by the pattern."""
+    return torch.einsum("bhqk,bkhe->bqhe", pattern, _repeat_kv(v, pattern.shape[1]))
 
 
 def _project(x: Tensor, W: Tensor, b: Tensor) -> Float[Tensor, "batch pos head_index d_head"]:

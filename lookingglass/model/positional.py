@@ -65,6 +65,8 @@ class Rotary(nn.Module):
         self.rotary_dim = cfg.rotary_dim
         self.adjacent_pairs = cfg.rotary_adjacent_pairs
         self.register_buffer("inv_freq", rotary_inv_freq(cfg), persistent=False)
+        # Layers with equal signatures rotate alike: a pass computes cos/sin once for them.
+        self.signature = (self.rotary_dim, self.adjacent_pairs, *self.inv_freq.tolist())
 
     def cos_sin(
         self, positions: Int[Tensor, "batch pos"], dtype: torch.dtype
