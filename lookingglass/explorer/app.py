@@ -26,6 +26,8 @@ navigation = st.navigation(
         for index, (file, title, url) in enumerate(PAGES)
     ]
 )
+state.sync_url()
+state.model_picker()
 state.prefetch()
 navigation.run()
 state.model_sidebar()

@@ -14,6 +14,12 @@ process (`resource`, which a background thread can also fill: `prefetch`). The m
 used under a lock: sessions run in threads, and one session's ablation hooks must not
 leak into another's forward pass. Results are cached per (model, input, settings) with
 `st.cache_data`; failures are never cached.
+
+Linked state: the model, prompt, head, position, example and component a user has
+chosen live in the URL's query string (`URL_KEYS`), so a view can be shared and
+survives a reload, and every page reads the same values (`url_value`, `url_int`,
+`url_head`, `set_url`, and `bind` for a widget that shows one). `sync_url` keeps them
+across page switches.
 """
 
 from __future__ import annotations
@@ -22,16 +28,18 @@ import logging
 import os
 import threading
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import streamlit as st
 import transformers
+from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
 
 from lookingglass.errors import LookingGlassError
 from lookingglass.explorer import DEFAULT_MODEL, ENV, compute, schematics, sources, views
+from lookingglass.loading.gguf_models import GGUF_MODELS, gguf_path
 from lookingglass.loading.registry import packaged_models
 from lookingglass.model.transformer import HookedTransformer
 
@@ -45,6 +53,95 @@ def setting(name: str) -> str | None:
     """A setting from the environment (see the module docstring); None when unset."""
     value = os.environ.get(ENV[name], "").strip()
     return value or (DEFAULT_MODEL if name == "model" else None)
+
+
+# ------------------------------------------------------------- linked state (the URL)
+URL_KEYS = ("model", "prompt", "head", "pos", "example", "component")
+_KEPT = "_lookingglass_url"  # session state: the URL's linked values, kept across pages
+
+
+def _in_session() -> bool:
+    """Whether a page script is running (the URL exists only then)."""
+    return get_script_run_ctx(suppress_warning=True) is not None
+
+
+def sync_url() -> None:
+    """Keep the linked values in the URL across page switches (the app calls it on
+    every run): a value the URL has is remembered for the session; one the URL lost
+    (Streamlit empties the query string when the sidebar switches pages) is put back."""
+    kept = st.session_state.setdefault(_KEPT, {})
+    for key in URL_KEYS:
+        if key in st.query_params:
+            kept[key] = st.query_params[key]
+        elif key in kept:
+            st.query_params[key] = kept[key]
+
+
+def url_value(key: str, default: str | None = None) -> str | None:
+    """The URL's value for `key` (one of `URL_KEYS`), or `default`."""
+    if key not in URL_KEYS:
+        raise KeyError(f"{key!r} is not a linked URL key; they are {URL_KEYS}.")
+    if not _in_session():
+        return default
+    value = st.query_params.get(key)
+    if value is None:
+        value = st.session_state.get(_KEPT, {}).get(key)
+    return default if value is None else value
+
+
+def url_int(key: str, default: int, low: int, high: int) -> int:
+    """The URL's `key` as an integer clamped to `low..high`; `default` when absent or
+    not an integer."""
+    value = url_value(key)
+    try:
+        number = int(value) if value is not None else default
+    except ValueError:
+        number = default
+    return max(low, min(high, number))
+
+
+def url_head(labels: Sequence[str], default: str) -> str:
+    """The URL's `head` (e.g. "L1H3") if it is one of `labels`, else `default` (with a
+    warning on the page when the URL named a head this model does not have)."""
+    wanted = url_value("head")
+    if wanted is None:
+        return default
+    if wanted.upper() in labels:
+        return wanted.upper()
+    st.warning(
+        f"The link asks for head {views.plain(wanted)}, which this model does not have "
+        f"({labels[0]} to {labels[-1]}); showing {default}."
+    )
+    return default
+
+
+def set_url(**values: Any) -> None:
+    """Write linked values to the URL (and the session, for other pages); None removes
+    a key. Values are stored as text."""
+    kept = st.session_state.setdefault(_KEPT, {})
+    for key, value in values.items():
+        if key not in URL_KEYS:
+            raise KeyError(f"{key!r} is not a linked URL key; they are {URL_KEYS}.")
+        if value is None:
+            kept.pop(key, None)
+            st.query_params.pop(key, None)
+        elif st.query_params.get(key) != str(value) or kept.get(key) != str(value):
+            kept[key] = st.query_params[key] = str(value)
+
+
+def bind(key: str, value: Any) -> dict[str, Any]:
+    """Keyword arguments that tie a widget to the URL's `key`: the widget shows `value`
+    (what the page read from the URL, validated) and the user's change is written to
+    the URL before the page runs again. E.g. `st.text_area("Prompt", **bind("prompt",
+    prompt))`. Do not pass the widget a value or index as well."""
+    widget = f"_linked_{key}"
+    if widget not in st.session_state or st.session_state[widget] != value:
+        st.session_state[widget] = value
+    return {"key": widget, "on_change": _widget_to_url, "args": (key, widget)}
+
+
+def _widget_to_url(key: str, widget: str) -> None:
+    set_url(**{key: st.session_state[widget]})
 
 
 # ------------------------------------------------------------- process-wide resources
@@ -92,26 +189,46 @@ def _build_model(name: str) -> LoadedModel:
     return LoadedModel(model, threading.Lock())
 
 
+def model_choices() -> list[str]:
+    """The models the app offers: the one it was started with (`--model`, a name or a
+    folder), the models shipped in the package, and the registered GGUF models whose
+    package is installed (`smollm2-135m`). Nothing else can be chosen: a page never
+    takes a path."""
+    names = [setting("model"), *packaged_models()]
+    for name, gguf in GGUF_MODELS.items():
+        try:
+            gguf_path(gguf)
+        except LookingGlassError:  # not installed: not offered
+            continue
+        names.append(name)
+    return list(dict.fromkeys(names))
+
+
 def model_key() -> str:
-    """The model setting, which keys every cached computation."""
+    """The model in use: the URL's `model` when it is one of `model_choices`, else the
+    one the app was started with. It keys every cached computation."""
+    wanted = url_value("model")
+    if wanted is not None and wanted in model_choices():
+        return wanted
     return setting("model")
 
 
-def load_model() -> LoadedModel:
-    """The model (loaded on first use); raises whatever loading raised. The model is
-    fixed for the server's life, so a failure is kept (restart to try again)."""
-    name = model_key()
+def load_model(name: str | None = None) -> LoadedModel:
+    """Model `name` (default: `model_key()`), loaded on first use and kept for the
+    server's life; raises whatever loading raised. A failure is kept (a bad folder or
+    name would fail again)."""
+    name = name or model_key()
     return resource(("model", name), lambda: _build_model(name), keep_failure=True)
 
 
 def loaded_model() -> LoadedModel:
-    """The model; if it does not load, an error on the page and the page stops."""
+    """The model in use; if it does not load, an error on the page and the page stops."""
     name = model_key()
     try:
         if ("model", name) in _RESOURCES:
-            return load_model()
+            return load_model(name)
         with st.spinner(f"Loading the model {name}..."):
-            return load_model()
+            return load_model(name)
     except Exception as error:  # the user reads why; no traceback
         hint = ""
         if name == DEFAULT_MODEL and name not in packaged_models():
@@ -126,8 +243,14 @@ def loaded_model() -> LoadedModel:
 
 
 def with_model(fn: Callable[..., Any], *args: Any) -> Any:
-    """`fn(model, *args)` under the model's lock."""
-    loaded = load_model()
+    """`fn(model, *args)` with the model in use, under the model's lock."""
+    return with_named_model(model_key(), fn, *args)
+
+
+def with_named_model(name: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """`fn(model, *args)` with model `name`, under its lock (what cached results use:
+    their key names the model)."""
+    loaded = load_model(name)
     with loaded.lock:
         return fn(loaded.model, *args)
 
@@ -141,20 +264,21 @@ def dataset() -> sources.Dataset:
     )
 
 
-def component_means() -> dict:
+def component_means(name: str | None = None) -> dict:
     """Mean activation of every ablatable component over the dataset (mean ablation)."""
-    key, path = model_key(), setting("data")
+    key, path = name or model_key(), setting("data")
 
     def build() -> dict:
-        rows = with_model(sources.reference_rows, dataset())
-        return with_model(compute.component_means, rows)
+        rows = with_named_model(key, sources.reference_rows, dataset())
+        return with_named_model(key, compute.component_means, rows)
 
     return resource(("means", key, path), build)
 
 
-def head_scores() -> compute.HeadScores:
+def head_scores(name: str | None = None) -> compute.HeadScores:
     """Every head's induction, previous-token and copying scores (once per model)."""
-    return resource(("head_scores", model_key()), lambda: with_model(compute.head_scores))
+    name = name or model_key()
+    return resource(("head_scores", name), lambda: with_named_model(name, compute.head_scores))
 
 
 def dynamics() -> sources.DynamicsView | None:
@@ -174,10 +298,12 @@ def prefetch() -> None:
             return
         _RESOURCES[("prefetch",)] = True
 
+    name = setting("model")  # no session yet: the model the app was started with
+
     def warm() -> None:
-        for step in (load_model, head_scores, component_means, dynamics):
+        for step in (load_model, head_scores, component_means, lambda _: dynamics()):
             try:
-                step()
+                step(name)
             except Exception:  # the page that needs it reports it
                 _LOG.info("prefetching %s failed", step.__name__, exc_info=True)
 
@@ -189,7 +315,7 @@ def prefetch() -> None:
 @st.cache_data(max_entries=64, show_spinner=False)
 def prompt_analysis(key: str, prompt: str) -> compute.PromptAnalysis:
     """`compute.analyze_prompt`."""
-    return with_model(compute.analyze_prompt, prompt)
+    return with_named_model(key, compute.analyze_prompt, prompt)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -197,13 +323,13 @@ def attribution(
     key: str, prompt: str, position: int, answer: str | int, wrong: str | None
 ) -> compute.Attribution:
     """`compute.direct_logit_attribution`."""
-    return with_model(compute.direct_logit_attribution, prompt, position, answer, wrong)
+    return with_named_model(key, compute.direct_logit_attribution, prompt, position, answer, wrong)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def circuit(key: str, layer: int, head: int, query: str, source: str) -> compute.CircuitView:
     """`compute.circuit_view`."""
-    return with_model(compute.circuit_view, layer, head, query, source)
+    return with_named_model(key, compute.circuit_view, layer, head, query, source)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -212,27 +338,27 @@ def ablation(
 ) -> compute.AblationView:
     """`compute.ablation_view` on document `doc` of the dataset from token `start`."""
     text = dataset().texts[doc]
-    tokens = with_model(sources.example_tokens, text, start)
-    means = component_means() if method == "mean" else None
-    return with_model(compute.ablation_view, tokens, component, method, means)
+    tokens = with_named_model(key, sources.example_tokens, text, start)
+    means = component_means(key) if method == "mean" else None
+    return with_named_model(key, compute.ablation_view, tokens, component, method, means)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def embeddings(key: str, prompt: str) -> schematics.EmbeddingView:
     """`schematics.embedding_view`."""
-    return with_model(schematics.embedding_view, prompt)
+    return with_named_model(key, schematics.embedding_view, prompt)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def head_steps(key: str, prompt: str, layer: int, head: int, position: int) -> schematics.HeadSteps:
     """`schematics.head_steps`."""
-    return with_model(schematics.head_steps, prompt, layer, head, position)
+    return with_named_model(key, schematics.head_steps, prompt, layer, head, position)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def residual(key: str, prompt: str, position: int) -> schematics.ResidualSum:
     """`schematics.residual_sum`."""
-    return with_model(schematics.residual_sum, prompt, position)
+    return with_named_model(key, schematics.residual_sum, prompt, position)
 
 
 # ----------------------------------------------------------------------- errors
@@ -255,16 +381,36 @@ def guarded() -> Iterator[None]:
         st.error(f"Something went wrong: {views.plain(describe(error))}")
 
 
+def model_picker() -> None:
+    """The sidebar's model choice (`model_choices`), kept in the URL's `model`: a
+    switch loads the other model (once per server) without restarting anything."""
+    choices = model_choices()
+    current = model_key()
+    wanted = url_value("model")
+    if wanted is not None and wanted != current:
+        st.sidebar.warning(
+            f"The link asks for the model {views.plain(wanted)}, which this explorer does not "
+            f"offer; showing {views.plain(current)}."
+        )
+    st.sidebar.selectbox(
+        "Model",
+        choices,
+        help="The model the explorer was started with, the models shipped with lookingglass, "
+        "and the installed pretrained models. Start with --model FOLDER to add a folder.",
+        **bind("model", current),
+    )
+
+
 def model_sidebar() -> None:
     """The sidebar's summary of the model (or that it did not load)."""
     name = model_key()
     loaded = _RESOURCES.get(("model", name))
     if not isinstance(loaded, LoadedModel):
-        st.sidebar.caption(f"Model: {name}" + (" (did not load)" if loaded else ""))
+        st.sidebar.caption(f"Model: {views.plain(name)}" + (" (did not load)" if loaded else ""))
         return
     cfg = loaded.model.cfg
     kind = "attention-only" if cfg.attn_only else "attention + MLP"
     st.sidebar.caption(
-        f"Model: **{name}**  \n{cfg.n_layers} layers x {cfg.n_heads} heads, d_model "
+        f"{cfg.n_layers} layers x {cfg.n_heads} heads, d_model "
         f"{cfg.d_model}, {kind}, n_ctx {cfg.n_ctx}, vocab {cfg.d_vocab}"
     )
