@@ -148,7 +148,8 @@ class PromptAnalysis:
     tokens: np.ndarray  # [pos]
     top: list[list[TokenScore]]  # [pos][k] next-token predictions and their probabilities
     patterns: np.ndarray  # [n_layers, n_heads, pos, pos]
-    lens: LogitLensResult  # top tokens per layer and position, batch 1
+    lens: LogitLensResult  # per layer (resid_pre of each, then final) and position, batch 1;
+    # its target is the next token (at the last position: the model's top prediction)
     loss: np.ndarray  # [pos - 1]: loss of predicting token p + 1 at position p
 
 
@@ -156,11 +157,12 @@ class PromptAnalysis:
 def analyze_prompt(model, prompt: str, top_k: int = 5) -> PromptAnalysis:
     """Run the prompt once and keep what the Prompt page shows."""
     tokens = prompt_tokens(model, prompt)
-    kept = ("hook_pattern", "hook_resid_pre", "hook_resid_mid", "hook_resid_post")
+    kept = ("hook_pattern", "hook_resid_pre", "hook_resid_post")
     logits, cache = model.run_with_cache(tokens, names_filter=lambda name: name.endswith(kept))
     logits = logits[0].cpu()
     patterns = torch.stack([cache["pattern", l][0] for l in range(model.cfg.n_layers)])
-    lens = logit_lens(model, cache, top_k=3, incl_mid=not model.cfg.attn_only)
+    targets = torch.cat([tokens[0, 1:], logits[-1].argmax()[None].to(tokens.device)])
+    lens = logit_lens(model, cache, target_tokens=targets[None], top_k=3)
     loss = utils.lm_cross_entropy_loss(logits[None], tokens.to(logits.device), per_token=True)[0]
     return PromptAnalysis(
         str_tokens=model.to_str_tokens(tokens[0]),

@@ -1,19 +1,9 @@
-"""What the pages share: the app's settings, the cached model, data and results, and
-error display.
+"""What the pages share: the model in use and its resources, the cached results, the
+linked state in the URL, and error display.
 
-Settings come from environment variables that `lookingglass explore` sets, so the app
-reads exactly the paths given on its command line and nothing typed into a page:
-
-    LOOKINGGLASS_EXPLORER_MODEL      model name or folder (default: lookingglass-attn2)
-    LOOKINGGLASS_EXPLORER_DATA       a .txt / .jsonl dataset (default: the corpus's held-out split)
-    LOOKINGGLASS_EXPLORER_STORE      a bench store (.db) for the Experiments page
-    LOOKINGGLASS_EXPLORER_SNAPSHOTS  a snapshots folder for the Training dynamics page
-
-The model, the dataset and the mean-ablation reference are loaded once per server
-process (`resource`, which a background thread can also fill: `prefetch`). The model is
-used under a lock: sessions run in threads, and one session's ablation hooks must not
-leak into another's forward pass. Results are cached per (model, input, settings) with
-`st.cache_data`; failures are never cached.
+The models, the dataset, the mean-ablation reference and the head scores are built
+once per server process (`resources`, re-exported here for the model in use). Results
+are cached per (model, input, settings) with `st.cache_data`; failures are never cached.
 
 Linked state: the model, prompt, head, position, example and component a user has
 chosen live in the URL's query string (`URL_KEYS`), so a view can be shared and
@@ -25,34 +15,28 @@ across page switches.
 from __future__ import annotations
 
 import logging
-import os
-import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import streamlit as st
-import transformers
 from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
 
 from lookingglass.errors import LookingGlassError
-from lookingglass.explorer import DEFAULT_MODEL, ENV, compute, schematics, sources, views
-from lookingglass.loading.gguf_models import GGUF_MODELS, gguf_path
+from lookingglass.explorer import DEFAULT_MODEL, compute, resources, schematics, sources, views
+from lookingglass.explorer.resources import (  # noqa: F401 (re-exported for the pages)
+    LoadedModel,
+    dataset,
+    dynamics,
+    load_model,
+    model_choices,
+    setting,
+    with_named_model,
+)
 from lookingglass.loading.registry import packaged_models
-from lookingglass.model.transformer import HookedTransformer
 
 _LOG = logging.getLogger("lookingglass.explorer")
-# transformers resolves its attributes lazily, and not thread-safely: resolve those the
-# loaders use now, before `prefetch` starts a thread that loads while a page does.
-_ = transformers.AutoTokenizer, transformers.PreTrainedTokenizerFast
-
-
-def setting(name: str) -> str | None:
-    """A setting from the environment (see the module docstring); None when unset."""
-    value = os.environ.get(ENV[name], "").strip()
-    return value or (DEFAULT_MODEL if name == "model" else None)
 
 
 # ------------------------------------------------------------- linked state (the URL)
@@ -145,65 +129,6 @@ def _widget_to_url(key: str, widget: str) -> None:
 
 
 # ------------------------------------------------------------- process-wide resources
-_RESOURCES: dict[tuple, Any] = {}
-_RESOURCE_LOCKS: dict[tuple, threading.Lock] = {}
-_GUARD = threading.Lock()
-
-
-def resource(key: tuple, build: Callable[[], Any], keep_failure: bool = False) -> Any:
-    """`build()` once per process for `key` (concurrent callers wait for the first).
-    With `keep_failure`, a `LookingGlassError` (a bad path or checkpoint: it would fail
-    again) is raised again on later calls; other failures are retried."""
-    with _GUARD:
-        lock = _RESOURCE_LOCKS.setdefault(key, threading.Lock())
-    with lock:
-        if key not in _RESOURCES:
-            try:
-                _RESOURCES[key] = build()
-            except LookingGlassError as error:
-                if not keep_failure:
-                    raise
-                _RESOURCES[key] = _Failure(error)
-        value = _RESOURCES[key]
-    if isinstance(value, _Failure):
-        raise value.error
-    return value
-
-
-@dataclass
-class _Failure:
-    error: Exception
-
-
-@dataclass
-class LoadedModel:
-    """The model and the lock every computation holds while using it."""
-
-    model: Any
-    lock: threading.Lock
-
-
-def _build_model(name: str) -> LoadedModel:
-    model = HookedTransformer.from_pretrained(name, device="cpu")
-    model.eval().requires_grad_(False)
-    return LoadedModel(model, threading.Lock())
-
-
-def model_choices() -> list[str]:
-    """The models the app offers: the one it was started with (`--model`, a name or a
-    folder), the models shipped in the package, and the registered GGUF models whose
-    package is installed (`smollm2-135m`). Nothing else can be chosen: a page never
-    takes a path."""
-    names = [setting("model"), *packaged_models()]
-    for name, gguf in GGUF_MODELS.items():
-        try:
-            gguf_path(gguf)
-        except LookingGlassError:  # not installed: not offered
-            continue
-        names.append(name)
-    return list(dict.fromkeys(names))
-
-
 def model_key() -> str:
     """The model in use: the URL's `model` when it is one of `model_choices`, else the
     one the app was started with. It keys every cached computation."""
@@ -213,19 +138,11 @@ def model_key() -> str:
     return setting("model")
 
 
-def load_model(name: str | None = None) -> LoadedModel:
-    """Model `name` (default: `model_key()`), loaded on first use and kept for the
-    server's life; raises whatever loading raised. A failure is kept (a bad folder or
-    name would fail again)."""
-    name = name or model_key()
-    return resource(("model", name), lambda: _build_model(name), keep_failure=True)
-
-
 def loaded_model() -> LoadedModel:
     """The model in use; if it does not load, an error on the page and the page stops."""
     name = model_key()
     try:
-        if ("model", name) in _RESOURCES:
+        if resources.is_loaded(name) is not None:
             return load_model(name)
         with st.spinner(f"Loading the model {name}..."):
             return load_model(name)
@@ -247,67 +164,19 @@ def with_model(fn: Callable[..., Any], *args: Any) -> Any:
     return with_named_model(model_key(), fn, *args)
 
 
-def with_named_model(name: str, fn: Callable[..., Any], *args: Any) -> Any:
-    """`fn(model, *args)` with model `name`, under its lock (what cached results use:
-    their key names the model)."""
-    loaded = load_model(name)
-    with loaded.lock:
-        return fn(loaded.model, *args)
-
-
-def dataset() -> sources.Dataset:
-    """The Browse page's dataset (raises `SourceError` if unusable)."""
-    path = setting("data")
-    return resource(
-        ("data", path),
-        lambda: sources.corpus_dataset() if path is None else sources.file_dataset(path),
-    )
+def head_scores(name: str | None = None) -> compute.HeadScores:
+    """`resources.head_scores` of model `name` (default: the model in use)."""
+    return resources.head_scores(name or model_key())
 
 
 def component_means(name: str | None = None) -> dict:
-    """Mean activation of every ablatable component over the dataset (mean ablation)."""
-    key, path = name or model_key(), setting("data")
-
-    def build() -> dict:
-        rows = with_named_model(key, sources.reference_rows, dataset())
-        return with_named_model(key, compute.component_means, rows)
-
-    return resource(("means", key, path), build)
-
-
-def head_scores(name: str | None = None) -> compute.HeadScores:
-    """Every head's induction, previous-token and copying scores (once per model)."""
-    name = name or model_key()
-    return resource(("head_scores", name), lambda: with_named_model(name, compute.head_scores))
-
-
-def dynamics() -> sources.DynamicsView | None:
-    """The Training dynamics page's numbers (once per process); None without snapshots."""
-    path = setting("snapshots")
-    if path is None:
-        return None
-    return resource(("dynamics", path), lambda: sources.dynamics_view(path))
+    """`resources.component_means` of model `name` (default: the model in use)."""
+    return resources.component_means(name or model_key())
 
 
 def prefetch() -> None:
-    """Load the model, score the heads, read the dataset and the mean-ablation reference
-    and measure the snapshots in a background thread, so that the first visit of each
-    page is fast. Starts once per process."""
-    with _GUARD:
-        if _RESOURCES.get(("prefetch",)):
-            return
-        _RESOURCES[("prefetch",)] = True
-
-    name = setting("model")  # no session yet: the model the app was started with
-
-    def warm() -> None:
-        for step in (load_model, head_scores, component_means, lambda _: dynamics()):
-            try:
-                step(name)
-            except Exception:  # the page that needs it reports it
-                _LOG.info("prefetching %s failed", step.__name__, exc_info=True)
-
-    threading.Thread(target=warm, name="explorer-prefetch", daemon=True).start()
+    """`resources.prefetch` for the model in use (once per model)."""
+    resources.prefetch(model_key())
 
 
 # ---------------------------------------------------------------- cached results
@@ -404,11 +273,11 @@ def model_picker() -> None:
 def model_sidebar() -> None:
     """The sidebar's summary of the model (or that it did not load)."""
     name = model_key()
-    loaded = _RESOURCES.get(("model", name))
-    if not isinstance(loaded, LoadedModel):
-        st.sidebar.caption(f"Model: {views.plain(name)}" + (" (did not load)" if loaded else ""))
+    cfg = resources.loaded_config(name)
+    if cfg is None:
+        failed = resources.is_loaded(name) is False
+        st.sidebar.caption(f"Model: {views.plain(name)}" + (" (did not load)" if failed else ""))
         return
-    cfg = loaded.model.cfg
     kind = "attention-only" if cfg.attn_only else "attention + MLP"
     st.sidebar.caption(
         f"{cfg.n_layers} layers x {cfg.n_heads} heads, d_model "
