@@ -11,42 +11,18 @@ import streamlit as st
 from lookingglass import plot
 from lookingglass.explorer import compute, prompt_views, state, views
 
-DEFAULT_PROMPT = (
-    "And Abraham said unto Abimelech, I will swear. And Abraham said unto Abimelech, "
-    "What hast thou done? And Abraham said unto"
-)
 MAX_GRID_HEADS = 48  # heads drawn at once in the attention grid unless more layers are picked
-
-
-def prompt_box(label: str = "Prompt") -> str:
-    """The prompt text box, shared by the Prompt and Schematics pages through the URL."""
-    prompt = state.url_value("prompt", DEFAULT_PROMPT)
-    return st.text_area(
-        label,
-        max_chars=compute.MAX_PROMPT_CHARS,
-        help="Shared with the Schematics page; kept in the link (the prompt= part of the URL).",
-        **state.bind("prompt", prompt),
-    )
-
-
-def selected(model, n: int) -> tuple[int, str]:
-    """The selected position (default: the last) and head (default: the strongest
-    induction head) from the URL, checked against this prompt and model."""
-    position = state.url_int("pos", n - 1, 0, n - 1)
-    scores = state.head_scores()
-    head = state.url_head(compute.head_labels(model), scores.strongest(scores.induction)[0])
-    return position, head
 
 
 def render() -> None:
     """Draw the page."""
     st.title("Prompt")
     model = state.loaded_model().model
-    prompt = prompt_box()
+    prompt = prompt_views.prompt_box()
     with state.guarded():
         result = state.prompt_analysis(state.model_key(), prompt)
         n = len(result.str_tokens)
-        position, head = selected(model, n)
+        position, head = prompt_views.selected(model, n)
         st.subheader("Tokens")
         st.caption(
             f"{n} tokens, mean loss {result.loss.mean():.3f} nats. Click a token to select "

@@ -16,6 +16,31 @@ import streamlit as st
 
 from lookingglass.explorer import clickable, compute, state, views
 
+DEFAULT_PROMPT = (
+    "And Abraham said unto Abimelech, I will swear. And Abraham said unto Abimelech, "
+    "What hast thou done? And Abraham said unto"
+)
+
+
+def prompt_box(label: str = "Prompt") -> str:
+    """The prompt text box, shared by the Prompt and Schematics pages through the URL."""
+    prompt = state.url_value("prompt", DEFAULT_PROMPT)
+    return st.text_area(
+        label,
+        max_chars=compute.MAX_PROMPT_CHARS,
+        help="Shared with the Schematics page; kept in the link (the prompt= part of the URL).",
+        **state.bind("prompt", prompt),
+    )
+
+
+def selected(model, n: int) -> tuple[int, str]:
+    """The selected position (default: the last) and head (default: the strongest
+    induction head) from the URL, checked against this prompt and model."""
+    position = state.url_int("pos", n - 1, 0, n - 1)
+    scores = state.head_scores()
+    head = state.url_head(compute.head_labels(model), scores.strongest(scores.induction)[0])
+    return position, head
+
 
 def quoted(token: str) -> str:
     """A token between quotes, escaped once, so leading spaces and newlines show."""
