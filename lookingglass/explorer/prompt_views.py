@@ -34,11 +34,11 @@ def prompt_box(label: str = "Prompt") -> str:
 
 
 def selected(model, n: int) -> tuple[int, str]:
-    """The selected position (default: the last) and head (default: the strongest
-    induction head) from the URL, checked against this prompt and model."""
+    """The selected position (default: the last) and head (default: head 0 of the last
+    layer) from the URL, checked against this prompt and model. (The default does not
+    wait for the head scores, which take a minute on a 30-layer model.)"""
     position = state.url_int("pos", n - 1, 0, n - 1)
-    scores = state.head_scores()
-    head = state.url_head(compute.head_labels(model), scores.strongest(scores.induction)[0])
+    head = state.url_head(compute.head_labels(model), f"L{model.cfg.n_layers - 1}H0")
     return position, head
 
 

@@ -118,9 +118,9 @@ def bind(key: str, value: Any) -> dict[str, Any]:
     (what the page read from the URL, validated) and the user's change is written to
     the URL before the page runs again. E.g. `st.text_area("Prompt", **bind("prompt",
     prompt))`. Do not pass the widget a value or index as well."""
-    widget = f"_linked_{key}"
-    if widget not in st.session_state or st.session_state[widget] != value:
-        st.session_state[widget] = value
+    widget = key  # one widget per linked value on a page: it takes the value's name
+    # Always set: a widget of another page (another label) may hold the same key.
+    st.session_state[widget] = value
     return {"key": widget, "on_change": _widget_to_url, "args": (key, widget)}
 
 
