@@ -25,6 +25,12 @@ DEFAULT_PROMPT = (
 def prompt_box(label: str = "Prompt") -> str:
     """The prompt text box, shared by the Prompt and Schematics pages through the URL."""
     prompt = state.url_value("prompt", DEFAULT_PROMPT)
+    if len(prompt) > compute.MAX_PROMPT_CHARS:  # a link can carry more than the box takes
+        st.warning(
+            f"The link's prompt has {len(prompt)} characters; the explorer takes at most "
+            f"{compute.MAX_PROMPT_CHARS}, so it is cut there."
+        )
+        prompt = prompt[: compute.MAX_PROMPT_CHARS]
     return st.text_area(
         label,
         max_chars=compute.MAX_PROMPT_CHARS,

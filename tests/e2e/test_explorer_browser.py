@@ -312,25 +312,35 @@ def real_model_or_skip():
 LINKED_PROMPT = "When Mary and John went to the store, John gave a drink to"
 
 
-def test_linked_views_on_the_real_model(setup, tmp_path):
-    real = real_model_or_skip()
-    browser = in_browser(screenshots_folder(tmp_path), lambda b: _linked(b, setup, real))
+@pytest.mark.parametrize(
+    "which", ["started", pytest.param("real", marks=pytest.mark.slow)], ids=["started", REAL_MODEL]
+)
+def test_linked_views(setup, model, tmp_path, which):
+    """The linked flow on the model the server started with (default run), and on the
+    real 30-layer model (marked slow: it loads and analyses it in the server, minutes on
+    a busy machine; `-m slow` or `-m ''` runs it)."""
+    if which == "started":
+        name, chosen = setup["model"], model
+    else:
+        name, chosen = REAL_MODEL, real_model_or_skip()
+    shots = screenshots_folder(tmp_path)
+    browser = in_browser(shots, lambda b: _linked(b, setup, name, chosen, which))
     later = {k: v for k, v in browser.timings.items() if "first" not in k}
     assert all(seconds < 30 for seconds in later.values()), browser.timings
 
 
-def _linked(browser: Browser, setup, model) -> None:
+def _linked(browser: Browser, setup, name: str, model, which: str) -> None:
     page = browser.page
     tokens = model.to_tokens(LINKED_PROMPT)
     n = tokens.shape[1]
     with torch.no_grad():
         probs = model(tokens)[0].softmax(-1)
-    query = urllib.parse.urlencode({"model": REAL_MODEL, "prompt": LINKED_PROMPT})
+    query = urllib.parse.urlencode({"model": name, "prompt": LINKED_PROMPT})
     start = time.perf_counter()
     page.goto(f"{setup['url']}/?{query}")  # the model picker, through the URL
     page.wait_for_selector("h1:has-text('Prompt')", timeout=60_000)
     browser.wait(charts=3, timeout=600)  # loads the model, once per server
-    browser.timings["Prompt, smollm2 (first visit)"] = time.perf_counter() - start
+    browser.timings[f"Prompt, {which} (first visit)"] = time.perf_counter() - start
     assert f"{model.cfg.n_layers} layers x {model.cfg.n_heads} heads" in page.inner_text("body")
     assert browser.selected(".st-key-tokens_by_loss .lg-token") == [str(n - 1)]
 
@@ -339,17 +349,19 @@ def _linked(browser: Browser, setup, model) -> None:
     start = time.perf_counter()
     page.locator(f".st-key-tokens_by_loss .lg-token[data-pos='{position}']").click()
     browser.wait(charts=3)
-    browser.timings["Prompt, smollm2: click a token"] = time.perf_counter() - start
+    browser.timings[f"Prompt, {which}: click a token"] = time.perf_counter() - start
     _check_position(browser, model, tokens, probs, position)
 
     # Click a head in the grid: it is selected, with the query row clicked.
     head = page.locator(".st-key-attention_grid .lg-head").nth(2)
     label = head.get_attribute("data-head")
-    box = head.locator("canvas").bounding_box()
+    canvas = head.locator("canvas")
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
     start = time.perf_counter()
-    page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.75)
+    canvas.click(position={"x": box["width"] * 0.5, "y": box["height"] * 0.75})
     browser.wait(charts=3)
-    browser.timings["Prompt, smollm2: click a head"] = time.perf_counter() - start
+    browser.timings[f"Prompt, {which}: click a head"] = time.perf_counter() - start
     params = browser.params()
     assert params["head"] == label and browser.selected(".st-key-attention_grid .lg-head") == [
         label
@@ -358,14 +370,14 @@ def _linked(browser: Browser, setup, model) -> None:
     assert n // 2 <= position < n  # the row clicked, three quarters down
     assert f"Attention of {label}" in browser.text()
     _check_position(browser, model, tokens, probs, position)
-    browser.screenshot("prompt_smollm2")
+    browser.screenshot("prompt_smollm2" if which == "real" else "prompt_linked")
 
     # Reload the URL: the same view.
     url = page.url
     start = time.perf_counter()
     page.reload()
     browser.wait(charts=3)
-    browser.timings["Prompt, smollm2: reload"] = time.perf_counter() - start
+    browser.timings[f"Prompt, {which}: reload"] = time.perf_counter() - start
     assert page.url == url and browser.params()["head"] == label
     _check_position(browser, model, tokens, probs, position)
 
@@ -374,12 +386,12 @@ def _linked(browser: Browser, setup, model) -> None:
     text = browser.text()
     assert f"Head {label}, query position {position}:" in text
     assert browser.params() == {
-        "model": REAL_MODEL,
+        "model": name,
         "prompt": LINKED_PROMPT,
         "head": label,
         "pos": str(position),
     }
-    browser.screenshot("schematics_smollm2")
+    browser.screenshot("schematics_smollm2" if which == "real" else "schematics_linked")
 
 
 def _check_position(browser: Browser, model, tokens, probs, position: int) -> None:
