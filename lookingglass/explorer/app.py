@@ -29,5 +29,8 @@ navigation = st.navigation(
 state.sync_url()
 state.model_picker()
 state.prefetch()
-navigation.run()
+try:
+    navigation.run()
+finally:  # also when a page stops early (st.stop, an error shown)
+    state.remember_url()
 state.model_sidebar()

@@ -61,6 +61,16 @@ def sync_url() -> None:
             st.query_params[key] = kept[key]
 
 
+def remember_url() -> None:
+    """Remember the URL's linked values as the page left them (the app calls it after
+    every page run, so values a page wrote with `st.query_params` directly also survive
+    the next page switch)."""
+    kept = st.session_state.setdefault(_KEPT, {})
+    for key in URL_KEYS:
+        if key in st.query_params:
+            kept[key] = st.query_params[key]
+
+
 def url_value(key: str, default: str | None = None) -> str | None:
     """The URL's value for `key` (one of `URL_KEYS`), or `default`."""
     if key not in URL_KEYS:
@@ -175,8 +185,11 @@ def component_means(name: str | None = None) -> dict:
 
 
 def prefetch() -> None:
-    """`resources.prefetch` for the model in use (once per model)."""
-    resources.prefetch(model_key())
+    """`resources.prefetch` for the model the app was started with (once). A model
+    switched to is not prefetched: its head scores (a minute on a 30-layer model) would
+    hold the model's lock while the page that switched waits for its own analysis; the
+    pages that need them compute them on their first visit."""
+    resources.prefetch(setting("model"))
 
 
 # ---------------------------------------------------------------- cached results
