@@ -31,6 +31,7 @@ from lookingglass.explorer.resources import (  # noqa: F401 (re-exported for the
     dynamics,
     load_model,
     model_choices,
+    resource,
     setting,
     with_named_model,
 )
