@@ -20,8 +20,6 @@ from torch import Tensor
 from lookingglass import utils
 from lookingglass.analysis import (
     copying_score,
-    full_ov_circuit,
-    full_qk_circuit,
     induction_scores,
     logit_lens,
     ov_copying_scores,
@@ -289,14 +287,13 @@ def circuit_view(model, layer: int, head: int, query: str, source: str, k: int =
     `source` (`full_ov_circuit`: direct effect on the logits of attending to it)."""
     check_head(model, layer, head)
     query_id, source_id = single_token(model, query), single_token(model, source)
-    W_E = model.W_E
-    qk_row = (
-        full_qk_circuit(model, query_embed=W_E[query_id : query_id + 1])[layer, head].AB[0].float()
-    )
-    ov_row = full_ov_circuit(model, embed=W_E[source_id : source_id + 1])[layer, head].AB[0].float()
+    # This head's factors only: all heads' at once take gigabytes on a 30-layer model.
+    W_E, QK, OV = model.W_E, model.QK[layer, head], model.OV[layer, head]
+    qk_row = (W_E[query_id : query_id + 1] @ QK @ W_E.T).AB[0].float()  # full_qk_circuit
+    ov_row = (W_E[source_id : source_id + 1] @ OV @ model.W_U).AB[0].float()  # full_ov_circuit
     k = min(k, ov_row.numel())
     copying = (
-        copying_score(full_ov_circuit(model)[layer, head]).item()
+        copying_score(W_E @ OV @ model.W_U).item()
         if model.cfg.d_vocab == model.cfg.d_vocab_out
         else float("nan")
     )
