@@ -27,6 +27,11 @@ navigation = st.navigation(
         for index, (file, title, url) in enumerate(PAGES)
     ]
 )
+state.sync_url()
+state.model_picker()
 state.prefetch()
-navigation.run()
+try:
+    navigation.run()
+finally:  # also when a page stops early (st.stop, an error shown)
+    state.remember_url()
 state.model_sidebar()

@@ -20,8 +20,6 @@ from torch import Tensor
 from lookingglass import utils
 from lookingglass.analysis import (
     copying_score,
-    full_ov_circuit,
-    full_qk_circuit,
     induction_scores,
     logit_lens,
     ov_copying_scores,
@@ -148,7 +146,8 @@ class PromptAnalysis:
     tokens: np.ndarray  # [pos]
     top: list[list[TokenScore]]  # [pos][k] next-token predictions and their probabilities
     patterns: np.ndarray  # [n_layers, n_heads, pos, pos]
-    lens: LogitLensResult  # top tokens per layer and position, batch 1
+    lens: LogitLensResult  # per layer (resid_pre of each, then final) and position, batch 1;
+    # its target is the next token (at the last position: the model's top prediction)
     loss: np.ndarray  # [pos - 1]: loss of predicting token p + 1 at position p
 
 
@@ -156,11 +155,12 @@ class PromptAnalysis:
 def analyze_prompt(model, prompt: str, top_k: int = 5) -> PromptAnalysis:
     """Run the prompt once and keep what the Prompt page shows."""
     tokens = prompt_tokens(model, prompt)
-    kept = ("hook_pattern", "hook_resid_pre", "hook_resid_mid", "hook_resid_post")
+    kept = ("hook_pattern", "hook_resid_pre", "hook_resid_post")
     logits, cache = model.run_with_cache(tokens, names_filter=lambda name: name.endswith(kept))
     logits = logits[0].cpu()
     patterns = torch.stack([cache["pattern", l][0] for l in range(model.cfg.n_layers)])
-    lens = logit_lens(model, cache, top_k=3, incl_mid=not model.cfg.attn_only)
+    targets = torch.cat([tokens[0, 1:], logits[-1].argmax()[None].to(tokens.device)])
+    lens = logit_lens(model, cache, target_tokens=targets[None], top_k=3)
     loss = utils.lm_cross_entropy_loss(logits[None], tokens.to(logits.device), per_token=True)[0]
     return PromptAnalysis(
         str_tokens=model.to_str_tokens(tokens[0]),
@@ -287,14 +287,13 @@ def circuit_view(model, layer: int, head: int, query: str, source: str, k: int =
     `source` (`full_ov_circuit`: direct effect on the logits of attending to it)."""
     check_head(model, layer, head)
     query_id, source_id = single_token(model, query), single_token(model, source)
-    W_E = model.W_E
-    qk_row = (
-        full_qk_circuit(model, query_embed=W_E[query_id : query_id + 1])[layer, head].AB[0].float()
-    )
-    ov_row = full_ov_circuit(model, embed=W_E[source_id : source_id + 1])[layer, head].AB[0].float()
+    # This head's factors only: all heads' at once take gigabytes on a 30-layer model.
+    W_E, QK, OV = model.W_E, model.QK[layer, head], model.OV[layer, head]
+    qk_row = (W_E[query_id : query_id + 1] @ QK @ W_E.T).AB[0].float()  # full_qk_circuit
+    ov_row = (W_E[source_id : source_id + 1] @ OV @ model.W_U).AB[0].float()  # full_ov_circuit
     k = min(k, ov_row.numel())
     copying = (
-        copying_score(full_ov_circuit(model)[layer, head]).item()
+        copying_score(W_E @ OV @ model.W_U).item()
         if model.cfg.d_vocab == model.cfg.d_vocab_out
         else float("nan")
     )

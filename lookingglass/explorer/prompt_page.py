@@ -1,131 +1,125 @@
-"""Prompt page: type a prompt; see its tokens, the next-token predictions at every
-position, every head's attention (a grid; pick one to enlarge), the logit lens, and the
-direct logit attribution of heads and layers toward a token or a token difference."""
+"""Prompt page: type a prompt and click through it. Its tokens (shaded by their loss),
+the predictions at the selected position, the selected head's attention from there as
+coloured text, every head's attention pattern in a grid, the logit lens and the direct
+logit attribution all follow one selected position and head, which live in the URL
+(`?prompt=...&pos=5&head=L1H3`) and are shared with the other pages."""
 
 from __future__ import annotations
 
-import numpy as np
 import streamlit as st
-from plotly.subplots import make_subplots
 
 from lookingglass import plot
-from lookingglass.explorer import compute, state, views
+from lookingglass.explorer import compute, prompt_views, state, views
 
-DEFAULT_PROMPT = (
-    "And Abraham said unto Abimelech, I will swear. And Abimelech said unto Abraham, "
-    "What hast thou done? And Abraham said unto"
-)
-MAX_GRID_HEADS = 48  # heads drawn at once in the attention grid
+MAX_GRID_HEADS = 48  # heads drawn at once in the attention grid unless more layers are picked
 
 
 def render() -> None:
     """Draw the page."""
     st.title("Prompt")
     model = state.loaded_model().model
-    prompt = st.text_area(
-        "Prompt",
-        DEFAULT_PROMPT,
-        max_chars=compute.MAX_PROMPT_CHARS,
-        key="prompt",
-        help=f"At most {compute.prompt_limit(model)} tokens, BOS included.",
-    )
+    prompt = prompt_views.prompt_box()
     with state.guarded():
         result = state.prompt_analysis(state.model_key(), prompt)
+        n = len(result.str_tokens)
+        position, head = prompt_views.selected(model, n)
         st.subheader("Tokens")
-        views.token_strip(
-            result.str_tokens,
-            np.concatenate([[np.nan], result.loss]),
-            title=f"{len(result.str_tokens)} tokens, shaded by the loss of predicting each "
-            f"(mean {result.loss.mean():.3f} nats)"
+        st.caption(
+            f"{n} tokens, mean loss {result.loss.mean():.3f} nats. Click a token to select "
+            "its position: the attention, the logit lens, the predictions and the "
+            "attribution below move to it (and so do the other pages)."
             if len(result.loss)
-            else "",
+            else "Click a token to select its position."
         )
-        st.subheader("Top next-token predictions")
-        st.dataframe(
-            views.predictions_table(result.str_tokens, result.top),
-            hide_index=True,
-            key="predictions",
-        )
-        _attention(model, result)
+        prompt_views.tokens_by_loss(result, position)
+        _position(result, position)
+        _attention(model, result, head, position)
         st.subheader("Logit lens")
         st.caption(
-            "What the residual stream predicts after each layer (each row read through the "
-            "final norm and the unembedding). Cell: the top token; colour: its probability."
+            "What the residual stream predicts before each layer and at the end (read "
+            "through the final norm and the unembedding). Colour: the probability it gives "
+            "the actual next token; hover a cell for its rank and the top token; click a "
+            "column to select that position. Scrolls sideways for long prompts."
         )
-        views.show(plot.logit_lens(result.lens, result.str_tokens, model=model), key="lens")
-        _attribution(model, prompt)  # last: a bad token there leaves the rest shown
+        prompt_views.lens_table(model, result, position)
+        _attribution(model, prompt, result, position)  # last: a bad token leaves the rest
 
 
-def _attention(model, result: compute.PromptAnalysis) -> None:
-    st.subheader("Attention patterns")
+def _position(result: compute.PromptAnalysis, position: int) -> None:
+    n = len(result.str_tokens)
+    st.subheader("Selected position")
+    left, right = st.columns([1, 3])
+    left.number_input("Position", min_value=0, max_value=n - 1, **state.bind("pos", position))
+    nxt = (
+        f"the next token is {prompt_views.quoted(result.str_tokens[position + 1])} "
+        f"(loss {result.loss[position]:.3f} nats)"
+        if position < n - 1
+        else "the last position: what the model predicts next"
+    )
+    right.markdown(
+        views.plain(f"Token {position}, {prompt_views.quoted(result.str_tokens[position])}: {nxt}.")
+    )
+    right.dataframe(
+        views.predictions_table(result.str_tokens, result.top).iloc[[position]],
+        hide_index=True,
+        key="predictions",
+    )
+
+
+def _attention(model, result: compute.PromptAnalysis, head: str, position: int) -> None:
+    st.subheader("Attention")
+    labels = compute.head_labels(model)
+    layer, index = compute.parse_head(model, head)
+    left, right = st.columns([1, 3])
+    left.selectbox("Head", labels, **state.bind("head", head))
     n_layers, n_heads = result.patterns.shape[:2]
     layers = list(range(n_layers))
     if n_layers * n_heads > MAX_GRID_HEADS:
-        layers = st.multiselect("Layers", layers, default=[0], key="grid_layers")
-    labels = [f"L{l}H{h}" for l in layers for h in range(n_heads)]
-    grid = make_subplots(
-        rows=max(1, len(layers)),
-        cols=n_heads,
-        subplot_titles=labels,
-        horizontal_spacing=0.01,
-        vertical_spacing=0.08 if len(layers) > 1 else 0.0,
-    )
-    for row, layer in enumerate(layers):
-        for head in range(n_heads):
-            pattern = result.patterns[layer, head]  # future keys blank:
-            grid.add_heatmap(
-                z=np.where(np.tri(len(pattern)) > 0, pattern, np.nan),
-                zmin=0,
-                zmax=1,
-                colorscale="Blues",
-                showscale=False,
-                hoverinfo="skip",
-                row=row + 1,
-                col=head + 1,
-            )
-    grid.update_xaxes(visible=False)
-    grid.update_yaxes(visible=False, autorange="reversed")
-    grid.update_layout(
-        margin=dict(l=5, r=5, t=30, b=5),
-        height=max(160, 150 * len(layers)),
-        template="plotly_white",
-    )
+        chosen = st.session_state.get("grid_layers", [])
+        if layer not in chosen:  # the selected head's layer is always drawn
+            st.session_state["grid_layers"] = sorted([*chosen, layer])
+        layers = right.multiselect("Layers in the grid", layers, key="grid_layers")
+    prompt_views.attention_text(result, layer, index, position, head)
     st.caption(
-        "Each square: one head; rows are queries (destination), columns keys (source). "
-        "Click a head below to enlarge it."
+        "Each picture: one head's pattern, rows are queries (destination), columns keys "
+        "(source), one colour scale (white 0, blue 1; grey: future keys). Hover for the "
+        "tokens and the weight; click to select the head and that query row."
     )
-    views.show(grid, key="attention_grid")
-    chosen = st.pills("Enlarge", labels, key="enlarge", label_visibility="collapsed")
-    if chosen:
-        layer, head = compute.parse_head(model, chosen)
-        views.attention_heatmap(
-            result.patterns[layer, head],
-            result.str_tokens,
-            f"Attention of {chosen}",
-            "attention_big",
-        )
+    prompt_views.attention_grid(result, sorted(set(layers)), head, position)
+    views.attention_heatmap(
+        result.patterns[layer, index], result.str_tokens, f"Attention of {head}", "attention_big"
+    )
 
 
-def _attribution(model, prompt: str) -> None:
+def _attribution(model, prompt: str, result: compute.PromptAnalysis, position: int) -> None:
     st.subheader("Direct logit attribution")
-    n = len(compute.prompt_tokens(model, prompt)[0])
-    left, middle, right = st.columns(3)
-    position = left.number_input(
-        "Position", min_value=0, max_value=n - 1, value=n - 1, key=f"dla_position_{n}"
+    candidates = {
+        s.token_id: f"{prompt_views.quoted(s.token)} (top {i + 1}, {s.value:.1%})"
+        for i, s in enumerate(result.top[position])
+    }
+    if position < len(result.tokens) - 1:
+        following = int(result.tokens[position + 1])
+        candidates.setdefault(following, f"{prompt_views.quoted(result.str_tokens[position + 1])}")
+        candidates[following] += " (the actual next token)"
+    left, right = st.columns(2)
+    answer = left.selectbox(
+        f"Toward token (at position {position})",
+        list(candidates),
+        format_func=candidates.get,
+        key=f"dla_answer_{position}",
     )
-    answer = middle.text_input(
-        "Toward token (empty: the top prediction)",
-        key="dla_answer",
-        help="One token, with its leading space if it has one, e.g. ' Abraham'.",
+    wrong = right.selectbox(
+        "Minus token (optional)",
+        [None, *candidates],
+        format_func=lambda t: "none" if t is None else candidates[t],
+        key=f"dla_wrong_{position}",
     )
-    wrong = right.text_input("Minus token (optional)", key="dla_wrong")
-    if not answer:
-        answer = state.prompt_analysis(state.model_key(), prompt).top[int(position)][0].token_id
-    result = state.attribution(state.model_key(), prompt, int(position), answer, wrong or None)
+    result = state.attribution(state.model_key(), prompt, position, int(answer), wrong)
     st.caption(
         f"Toward {result.target} at position {result.position}: the model's logit"
-        f"{' difference' if wrong else ''} is **{result.logit:.3f}**; the components below "
-        f"sum to {result.layer_values.sum():.3f}, plus {result.bias:.3f} from the unembedding bias."
+        f"{' difference' if wrong is not None else ''} is **{result.logit:.3f}**; the "
+        f"components below sum to {result.layer_values.sum():.3f}, plus {result.bias:.3f} "
+        "from the unembedding bias."
     )
     head_col, layer_col = st.columns(2)
     with head_col:

@@ -2,9 +2,10 @@
 
 `embedding_view`: each token's embedding row and its position's embedding row, and
 their sum (the residual stream entering layer 0). `head_steps`: one attention head at
-one query position, step by step (normalized input, q, k, scores, pattern, v, z, the
-head's write to the residual stream), each step recomputed from the previous one with
-the weights and checked against the cached activation. `residual_sum`: the residual
+one query position, step by step (normalized input x, q, k, the product of q and the
+winning key, scores, pattern, v, z, the head's write to the residual stream), each step
+recomputed from the previous one with the weights and checked against the cached
+activation. `residual_sum`: the residual
 stream at one position as the sum of what every component wrote.
 """
 
@@ -69,11 +70,15 @@ def embedding_view(model, prompt: str) -> EmbeddingView:
 
 @dataclass
 class HeadSteps:
-    """One head at one query position. Shapes: `x` `[pos, d_model]`, `q` `[d_head]`,
-    `k`/`v` `[pos, d_head]`, `scores`/`pattern` `[pos]` (keys up to the query), `z`
-    `[d_head]`, `result` `[d_model]`. `checks` maps each recomputed step to its largest
-    difference from the cached activation (empty when the step cannot be recomputed
-    from these weights alone, e.g. rotary or normalized queries; `notes` says why)."""
+    """One head at one query position. Shapes: `x` `[pos, d_model]` (the normalized
+    input, keys up to the query), `q` `[d_head]`, `k`/`v` `[pos, d_head]`,
+    `scores`/`pattern` `[pos]`, `z` `[d_head]`, `result` `[d_model]`. `q_scored` and
+    `k_scored` are the vectors whose dot product is the score (after rotary, when the
+    model rotates q and k); `winner` is the key the head attends to most and `product`
+    `[d_head]` is `q_scored * k_scored[winner]`, whose sum over dims divided by
+    `attn_scale` is the winning score. `checks` maps each recomputed step to its largest
+    difference from the cached activation; a step the weights alone cannot recompute
+    (normalized q/k, ALiBi, soft-capping, ...) is skipped and `notes` says why."""
 
     head: str
     position: int
@@ -82,8 +87,12 @@ class HeadSteps:
     x: np.ndarray
     q: np.ndarray
     k: np.ndarray
+    q_scored: np.ndarray
+    k_scored: np.ndarray
     scores: np.ndarray
     pattern: np.ndarray
+    winner: int
+    product: np.ndarray
     v: np.ndarray
     z: np.ndarray
     result: np.ndarray
@@ -91,22 +100,34 @@ class HeadSteps:
     notes: list[str] = field(default_factory=list)
 
 
-def _plain_attention(model) -> list[str]:
-    """Why this model's attention is more than `softmax(q k^T / scale) v` (empty if not)."""
+def _extra_steps(model) -> tuple[list[str], list[str]]:
+    """What this model's attention does besides `softmax(q k^T / scale) v`: steps the
+    schematic draws (rotary, shared keys), and steps it cannot recompute."""
     cfg = model.cfg
-    reasons = {
-        "rotary positions rotate q and k": cfg.positional_embedding_type == "rotary",
+    drawn = {
+        "rotary positions rotate q and k before the score": (
+            cfg.positional_embedding_type == "rotary"
+        ),
+        "keys and values are shared between groups of heads (GQA)": (
+            cfg.n_key_value_heads not in (None, cfg.n_heads)
+        ),
+    }
+    skipped = {
         "ALiBi adds a bias to the scores": cfg.positional_embedding_type == "alibi",
         "q and k are normalized": cfg.use_qk_norm,
         "keys are smeared with the previous key": cfg.smear_keys,
         "scores are soft-capped": cfg.attn_scores_soft_cap > 0,
-        "keys and values are shared between heads (GQA)": (
-            cfg.n_key_value_heads not in (None, cfg.n_heads)
-        ),
         "the attention score is not a dot product": cfg.attention_score != "dot",
         "attention is windowed": cfg.window_size is not None,
     }
-    return [reason for reason, applies in reasons.items() if applies]
+    return (
+        [reason for reason, applies in drawn.items() if applies],
+        [reason for reason, applies in skipped.items() if applies],
+    )
+
+
+def _max_diff(a, b) -> float:
+    return float((a - b).abs().max())
 
 
 @torch.no_grad()
@@ -117,34 +138,35 @@ def head_steps(model, prompt: str, layer: int, head: int, position: int) -> Head
     _check_position(tokens.shape[1], position)
     _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.startswith(f"blocks.{layer}."))
     key = f"blocks.{layer}.ln1.hook_normalized"
-    x = cache[key][0] if key in cache else cache["resid_pre", layer][0]
-    q = cache["q", layer][0, position, head]
-    notes = _plain_attention(model)
-    kv_head = head if notes == [] else head * cache["k", layer].shape[2] // model.cfg.n_heads
-    k = cache["k", layer][0, : position + 1, kv_head]
-    v = cache["v", layer][0, : position + 1, kv_head]
-    scores = cache["attn_scores", layer][0, head, position, : position + 1]
-    pattern = cache["pattern", layer][0, head, position, : position + 1]
+    keys = slice(0, position + 1)
+    x = (cache[key] if key in cache else cache["resid_pre", layer])[0, keys]
+    kv_head = head * cache["k", layer].shape[2] // model.cfg.n_heads
+    q, k, v = (
+        cache["q", layer][0, position, head],
+        cache["k", layer][0, keys, kv_head],
+        cache["v", layer][0, keys, kv_head],
+    )
+    rotated = f"blocks.{layer}.attn.hook_rot_q" in cache
+    q_scored = cache["rot_q", layer][0, position, head] if rotated else q
+    k_scored = cache["rot_k", layer][0, keys, kv_head] if rotated else k
+    scores = cache["attn_scores", layer][0, head, position, keys]
+    pattern = cache["pattern", layer][0, head, position, keys]
     z = cache["z", layer][0, position, head]
     result = z @ model.W_O[layer, head]
     scale = float(model.blocks[layer].attn.attn_scale)
+    winner = int(pattern.argmax())
+    drawn, skipped = _extra_steps(model)
+    W_Q, W_K, W_V = (w[layer, head] for w in (model.W_Q, model.W_K, model.W_V))
+    b_Q, b_K, b_V = (b[layer, head] for b in (model.b_Q, model.b_K, model.b_V))
     checks = {}
-    if not notes:
-        x_keys = x[: position + 1]
-        checks = {
-            "q = x W_Q + b_Q": float(
-                (x[position] @ model.W_Q[layer, head] + model.b_Q[layer, head] - q).abs().max()
-            ),
-            "k = x W_K + b_K": float(
-                (x_keys @ model.W_K[layer, head] + model.b_K[layer, head] - k).abs().max()
-            ),
-            "v = x W_V + b_V": float(
-                (x_keys @ model.W_V[layer, head] + model.b_V[layer, head] - v).abs().max()
-            ),
-            "scores = q k / scale": float((k @ q / scale - scores).abs().max()),
-            "pattern = softmax(scores)": float((scores.softmax(-1) - pattern).abs().max()),
-            "z = pattern v": float((pattern @ v - z).abs().max()),
-        }
+    if not model.cfg.use_qk_norm:
+        checks["q = x W_Q + b_Q"] = _max_diff(x[-1] @ W_Q + b_Q, q)
+        checks["k = x W_K + b_K"] = _max_diff(x @ W_K + b_K, k)
+    checks["v = x W_V + b_V"] = _max_diff(x @ W_V + b_V, v)
+    if not skipped:
+        checks["scores = q k / scale"] = _max_diff(k_scored @ q_scored / scale, scores)
+        checks["pattern = softmax(scores)"] = _max_diff(scores.softmax(-1), pattern)
+    checks["z = pattern v"] = _max_diff(pattern @ v, z)
     return HeadSteps(
         head=f"L{layer}H{head}",
         position=position,
@@ -153,13 +175,17 @@ def head_steps(model, prompt: str, layer: int, head: int, position: int) -> Head
         x=_np(x),
         q=_np(q),
         k=_np(k),
+        q_scored=_np(q_scored),
+        k_scored=_np(k_scored),
         scores=_np(scores),
         pattern=_np(pattern),
+        winner=winner,
+        product=_np(q_scored * k_scored[winner]),
         v=_np(v),
         z=_np(z),
         result=_np(result),
         checks=checks,
-        notes=notes,
+        notes=drawn + [f"{reason} (that step is not recomputed here)" for reason in skipped],
     )
 
 

@@ -4,28 +4,28 @@ explorer's heavy modules imported and its resources loading before the first vis
 Under a plain `streamlit run`, the first browser session runs the app script, which
 imports torch, transformers and the library (about 4 s on two CPU cores) and then loads
 the model: the first visitor waits for all of it. Here the server runs in a process that
-has already imported them and started `state.prefetch()` (model, head scores, dataset,
-mean-ablation reference, snapshots), so the app script finds them in `sys.modules` and
-the process-wide resources. `lookingglass explore` starts the server this way.
+has already imported them and started `resources.prefetch()` (model, head scores,
+dataset, mean-ablation reference, snapshots), so the app script finds them in
+`sys.modules` and the process-wide resources. `lookingglass explore` starts the server
+this way.
+
+Only modules without Streamlit caches are imported here: `st.cache_data` checks its
+storage when a function is decorated, and before the server exists that logs "No
+runtime found, using MemoryCacheStorageManager", once per cached function (the seven
+warnings every start used to print; Streamlit's loggers each carry their own level and
+do not propagate, so lowering the level of the "streamlit" logger did not hide them).
+The pages' modules are imported by the app script, under the runtime.
 """
 
 from __future__ import annotations
 
-import logging
 import sys
 
 
 def main() -> int:
-    streamlit_logger = logging.getLogger("streamlit")
-    level = streamlit_logger.level
-    # `st.cache_data` warns that no runtime exists when decorated functions are imported
-    # before the server starts; their caches are created later, under the runtime.
-    streamlit_logger.setLevel(logging.ERROR)
-    try:
-        from lookingglass.explorer import state
-    finally:
-        streamlit_logger.setLevel(level)
-    state.prefetch()
+    from lookingglass.explorer import resources
+
+    resources.prefetch()
 
     from streamlit.web import cli
 

@@ -72,6 +72,12 @@ def tables(at, *columns: str) -> list:
     return [d.value for d in at.dataframe if set(columns) <= set(d.value.columns)]
 
 
+def param(at, key: str) -> str:
+    """The URL's value for `key` (AppTest keeps query parameters as lists)."""
+    value = at.query_params[key]
+    return value[-1] if isinstance(value, list) else value
+
+
 def charts(at) -> int:
     return len(at.get("plotly_chart"))
 
@@ -83,46 +89,80 @@ def test_prompt_page_shows_the_models_numbers(app, model):
     assert not errors(at)
     assert [h.value for h in at.subheader] == [
         "Tokens",
-        "Top next-token predictions",
-        "Attention patterns",
+        "Selected position",
+        "Attention",
         "Logit lens",
         "Direct logit attribution",
     ]
     tokens = model.to_tokens(prompt)
     logits = model(tokens)[0]
-    table = tables(at, "#1")[0]
-    assert table["token"].tolist() == model.to_str_tokens(prompt)
-    top = logits.softmax(-1)[3].topk(2)
-    assert (
-        table["#1"][3]
-        == f"{model.to_single_str_token(int(top.indices[0]))!r} {float(top.values[0]):.1%}"
-    )
+    n = tokens.shape[1]
+    assert at.number_input(key="pos").value == n - 1  # the last position by default
+    table = tables(at, "#1")[0]  # the predictions at the selected position
+    assert table["pos"].tolist() == [n - 1]
+    top = logits.softmax(-1)[-1].topk(2)
+    assert table["#1"].iloc[0].endswith(f"{float(top.values[0]):.1%}")
     loss = model(tokens, return_type="loss")
-    assert any(f"mean {float(loss):.3f} nats" in c.value for c in at.caption)
-    # The attribution defaults to the top prediction at the last position.
-    last = logits[-1]
+    assert any(f"mean loss {float(loss):.3f} nats" in c.value for c in at.caption)
+    # The logit lens column of the selected position: its final row is the model's output.
+    lens = tables(at, "p(next)")[0]
+    assert lens["layer"].tolist() == [f"{l}_pre" for l in range(model.cfg.n_layers)] + [
+        "final_post"
+    ]
+    assert lens["p(next)"].tolist()[-1] == f"{float(top.values[0]):.2%}"
+    # The attribution defaults to the top prediction at the selected position.
     caption = next(c.value for c in at.caption if c.value.startswith("Toward"))
-    assert f"is **{float(last.max()):.3f}**" in caption
-    assert charts(at) == 4  # attention grid, logit lens, attribution per head and per layer
+    assert f"is **{float(logits[-1].max()):.3f}**" in caption
+    assert charts(at) == 3  # the selected head's attention, attribution per head and layer
 
 
-def test_prompt_page_widgets_attribution_and_enlarged_head(app, model):
+def test_prompt_page_follows_the_selected_position_and_head(app, model):
+    prompt = "And Abraham said unto Abimelech, And Abraham said"
     at = app()
-    at.text_area(key="prompt").set_value("And Abraham said unto Abimelech, And Abraham said").run()
-    at.text_input(key="dla_answer").set_value(" Abraham").run()
-    at.text_input(key="dla_wrong").set_value(" God").run()
+    at.text_area(key="prompt").set_value(prompt).run()
+    at.number_input(key="pos").set_value(3).run()
+    at.selectbox(key="head").set_value("L1H2").run()
     assert not at.exception and not errors(at)
-    n = len(model.to_tokens("And Abraham said unto Abimelech, And Abraham said")[0])
-    expected = compute.direct_logit_attribution(
-        model, "And Abraham said unto Abimelech, And Abraham said", n - 1, " Abraham", " God"
-    )
+    assert [param(at, k) for k in ("prompt", "pos", "head")] == [prompt, "3", "L1H2"]
+    tokens = model.to_tokens(prompt)
+    probs = model(tokens)[0].softmax(-1)
+    following = int(tokens[0, 4])
+    assert tables(at, "#1")[0]["pos"].tolist() == [3]
+    assert tables(at, "p(next)")[0]["p(next)"].tolist()[-1] == f"{float(probs[3, following]):.2%}"
+    # Attribution toward the actual next token minus the top prediction, picked from lists.
+    top = int(probs[3].argmax())
+    at.selectbox(key="dla_answer_3").set_value(following).run()
+    at.selectbox(key="dla_wrong_3").set_value(top).run()
+    assert not at.exception and not errors(at)
+    expected = compute.direct_logit_attribution(model, prompt, 3, following, top)
     caption = next(c.value for c in at.caption if c.value.startswith("Toward"))
     assert (
-        caption.startswith("Toward ' Abraham' - ' God'") and f"**{expected.logit:.3f}**" in caption
+        caption.startswith(f"Toward {expected.target}") and f"**{expected.logit:.3f}**" in caption
     )
-    before = charts(at)
-    at.get_by_key("enlarge").set_value("L1H2").run()
-    assert charts(at) == before + 1 and not at.exception
+
+
+def test_prompt_page_reads_the_link_and_checks_it(app, model):
+    at = app()
+    at.query_params["pos"] = "1000"
+    at.query_params["head"] = "L9H9"
+    at.run()
+    n = len(model.to_tokens(at.text_area(key="prompt").value)[0])
+    assert not at.exception and at.number_input(key="pos").value == n - 1  # clamped
+    assert any("L9H9" in w.value for w in at.warning)
+    at.query_params["pos"] = "2"
+    at.query_params["head"] = "l0h3"
+    at.run()
+    assert at.number_input(key="pos").value == 2 and at.selectbox(key="head").value == "L0H3"
+
+
+def test_the_model_picker_switches_models_without_a_restart(app):
+    at = app()
+    assert "lookingglass-mlp4" in at.selectbox(key="model").options
+    at.selectbox(key="model").set_value("lookingglass-mlp4").run()
+    assert not at.exception and not errors(at)
+    assert "4 layers x 4 heads" in " ".join(c.value for c in at.sidebar.caption)
+    lens = tables(at, "p(next)")[0]
+    assert len(lens) == 5  # resid_pre of 4 layers, then the final stream
 
 
 @pytest.mark.parametrize("prompt, message", [("", "empty"), (" and" * 300, "tokens long")])
@@ -131,14 +171,7 @@ def test_prompt_page_reports_bad_prompts_and_recovers(app, prompt, message):
     at.text_area(key="prompt").set_value(prompt).run()
     assert not at.exception and any(message in e for e in errors(at))
     at.text_area(key="prompt").set_value("And God said").run()
-    assert not at.exception and not errors(at) and charts(at) == 4
-
-
-def test_prompt_page_reports_tokens_that_are_not_one_token(app):
-    at = app()
-    at.text_input(key="dla_answer").set_value("Abimelechzz").run()
-    assert not at.exception and any("not a single token" in e for e in errors(at))
-    assert tables(at, "#1")  # the rest of the page is still there
+    assert not at.exception and not errors(at) and charts(at) == 3
 
 
 # ----------------------------------------------------------------------- circuits
@@ -209,10 +242,9 @@ def test_browse_page_other_examples_and_layers(app, model):
 # --------------------------------------------------------------------- schematics
 def test_schematics_page_steps_and_sums(app, model):
     at = app("schematics_page.py")
-    at.selectbox(key="schematic_head").set_value("L0H1").run()
-    prompt = at.text_input(key="schematic_prompt").value
-    n = len(model.to_tokens(prompt)[0])
-    at.number_input(key=f"schematic_pos_{n}").set_value(3).run()
+    at.selectbox(key="head").set_value("L0H1").run()
+    prompt = at.text_area(key="prompt").value
+    at.number_input(key="pos").set_value(3).run()
     assert not at.exception and not errors(at)
     checks = tables(at, "max |recomputed - cached|")[0]
     assert (checks["max |recomputed - cached|"].astype(float) < 1e-4).all()
@@ -226,7 +258,7 @@ def test_schematics_page_steps_and_sums(app, model):
     np.testing.assert_allclose(
         resid["norm of write"], stack.norm(dim=-1).numpy().round(3), atol=1e-3
     )
-    at.text_input(key="schematic_prompt").set_value("").run()
+    at.text_area(key="prompt").set_value("").run()
     assert any("empty" in e for e in errors(at)) and not at.exception
 
 
