@@ -23,8 +23,9 @@ from lookingglass.explorer.browse_ranking import ranking_section
 from lookingglass.explorer.links import (
     component_from_query,
     component_to_query,
+    follow_query,
     int_from_query,
-    set_query,
+    wrote_query,
 )
 from lookingglass.explorer.token_view import token_strip
 
@@ -73,7 +74,8 @@ def render() -> None:
             help="Loss changes of this size or more get the full colour: a fixed scale, so "
             "examples and components compare.",
         )
-        set_query(example=doc, component=component_to_query(component))
+        wrote_query("doc", "example", str(doc))
+        wrote_query("component", "component", component_to_query(component))
         view = state.ablation(
             state.model_key(), state.setting("data"), int(doc), int(start), component, method
         )
@@ -90,10 +92,10 @@ def render() -> None:
 
 def _seed_widgets(labels: list[str], default: str, n_docs: int) -> None:
     """Before the widgets exist: their first values from the URL (a shared link)."""
-    if st.session_state.get("component") not in labels:
-        st.session_state["component"] = component_from_query(labels, default)
-    if st.session_state.get("doc") not in range(n_docs):
-        st.session_state["doc"] = int_from_query("example", 0, 0, n_docs - 1)
+    follow_query("component", "component", lambda: component_from_query(labels, default), labels)
+    follow_query(
+        "doc", "example", lambda: int_from_query("example", 0, 0, n_docs - 1), range(n_docs)
+    )
     jump = st.session_state.pop("browse_jump", None)  # a ranked row was clicked
     if jump is not None:
         doc, start, pos = jump
@@ -106,16 +108,17 @@ def _new_example() -> None:
 
 
 def _position(view: compute.AblationView, change: np.ndarray) -> int:
-    """The selected token: clicked, or from the URL, or where the loss rises most."""
+    """The selected token: from the URL when it changed (a link, another page), else
+    the one clicked, else where the ablation raises the loss most."""
     n = len(view.str_tokens)
     chosen = st.session_state.get("browse_pos")
-    if chosen is None and "browse_seen" not in st.session_state:
-        chosen = int_from_query("pos", None, 0, n - 1)  # the first run reads a shared link
-    st.session_state["browse_seen"] = True
+    text = st.query_params.get("pos")
+    if text is not None and text != st.session_state.get("_query_browse_pos"):
+        chosen = int_from_query("pos", chosen, 0, n - 1)
     if chosen is None or not 0 <= chosen < n:
         chosen = int(np.argmax(change)) + 1
     st.session_state["browse_pos"] = chosen
-    set_query(pos=chosen)
+    wrote_query("browse_pos", "pos", str(chosen))
     return chosen
 
 

@@ -54,3 +54,23 @@ def component_from_query(labels: Sequence[str], default: str) -> str:
         return text
     st.warning(f"The link asks for component {wanted!r}, which this model does not have.")
     return default
+
+
+def follow_query(key: str, name: str, value_from_query, options: Sequence) -> None:
+    """Before the widget `key` is drawn: take the value the URL's `name` gives
+    (`value_from_query()`, which reports a bad one) when the widget has none yet, or when
+    the URL changed since this page last wrote it (a link, another page, the back
+    button). Call `wrote_query` after the widget."""
+    text = st.query_params.get(name)
+    if key in st.session_state and st.session_state[key] in options:
+        if text is None or text == st.session_state.get(f"_query_{key}"):
+            return
+    value = value_from_query()
+    if value in options:
+        st.session_state[key] = value
+
+
+def wrote_query(key: str, name: str, text: str) -> None:
+    """Write the widget's value to the URL as `name` and remember it (`follow_query`)."""
+    set_query(**{name: text})
+    st.session_state[f"_query_{key}"] = text
