@@ -134,3 +134,27 @@ def test_ranking_with_mean_ablation_and_a_document_limit(model, texts):
     first = [r for r in result.by_loss_change if r.start == 0]
     if first:
         assert first[0].loss_change == pytest.approx(float(reference[0, first[0].pos]), abs=1e-4)
+
+
+def test_bare_snapshots_measure_heads_as_the_replication_does(tmp_path):
+    """The cause of "L1H1 0.87 vs 0.89": the explorer probed with 5 random sequences,
+    `lookingglass replicate` with 20. Now both use the same probe."""
+    import json
+
+    from lookingglass.training.dynamics import analyze_snapshots, sample_tokens
+    from lookingglass.training.snapshots import Snapshots
+
+    steps = (0, 10)
+    for i, step in enumerate(steps):  # tokenizer-less models, as the replication trains
+        make_model(seed=i, attn_only=True).save_pretrained(tmp_path / f"step_{step:06d}")
+    index = {"steps": list(steps), "train_loss": {"0": 5.0, "10": 4.0}, "eval_loss": {}}
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    view = sources.dynamics_view(tmp_path)
+    rows = torch.randint(0, 101, (8, 64))
+    reference = analyze_snapshots(  # as replicate.run_replication calls it
+        Snapshots(tmp_path), rows, sample_tokens(rows, 8), prepend_bos=False
+    )
+    np.testing.assert_allclose(view.induction, reference.induction, atol=1e-6)
+    np.testing.assert_allclose(view.previous_token, reference.previous_token, atol=1e-6)
+    five = analyze_snapshots(Snapshots(tmp_path), rows, sample_tokens(rows, 8), probe_rows=5)
+    assert np.abs(five.induction - reference.induction).max() > 1e-4  # what differed
