@@ -24,7 +24,14 @@ import torch
 from lookingglass import HookedTransformer
 from lookingglass.explorer import ENV, compute, sources
 from lookingglass.interventions import per_token_loss_change
-from tests.e2e.test_explorer_browser import CHROMIUM, CHROMIUM_ARGS, ROOT, Browser, free_port
+from tests.e2e.test_explorer_browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    READY,
+    ROOT,
+    Browser,
+    free_port,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -77,6 +84,28 @@ def model():
     return HookedTransformer.from_pretrained(MODEL, device="cpu").eval().requires_grad_(False)
 
 
+class RealModelBrowser(Browser):
+    """`Browser` with waits long enough for a 30-layer model on a busy 2-core machine
+    (the first visit of a page computes head scores, means and an ablation)."""
+
+    TIMEOUT_MS = 300_000
+
+    def wait(self, charts: int = 0) -> None:
+        self.page.wait_for_timeout(200)
+        self.page.wait_for_selector(READY, timeout=self.TIMEOUT_MS)
+        self.page.wait_for_function(
+            f"() => document.querySelectorAll('.js-plotly-plot').length >= {charts}",
+            timeout=self.TIMEOUT_MS,
+        )
+
+    def open(self, name: str, charts: int) -> None:
+        start = time.perf_counter()
+        self.page.get_by_role("link", name=name, exact=True).click()
+        self.page.wait_for_selector(f"h1:has-text('{name.split()[0]}')", timeout=self.TIMEOUT_MS)
+        self.wait(charts)
+        self.timings[name] = time.perf_counter() - start
+
+
 def _strip_colour(page, position: int) -> tuple[str, float]:
     """The background colour of token `position` in the strip and its value."""
     token = page.locator(f'.lg-tok[data-pos="{position}"]')
@@ -85,7 +114,9 @@ def _strip_colour(page, position: int) -> tuple[str, float]:
 
 
 def _rgba(colour: str) -> tuple[float, ...]:
-    return tuple(float(x) for x in re.findall(r"[\d.]+", colour))
+    """(r, g, b, alpha) of a computed CSS colour ("rgb(...)" when opaque)."""
+    values = tuple(float(x) for x in re.findall(r"[\d.]+", colour))
+    return values if len(values) == 4 else (*values, 1.0)
 
 
 def test_browse_colours_signed_loss_changes_and_links_by_url(server, model, tmp_path):
@@ -94,7 +125,9 @@ def test_browse_colours_signed_loss_changes_and_links_by_url(server, model, tmp_
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            browser = Browser(chromium.new_page(viewport={"width": 1400, "height": 900}), shots)
+            browser = RealModelBrowser(
+                chromium.new_page(viewport={"width": 1400, "height": 900}), shots
+            )
             try:
                 _walk(browser, server, model)
             except Exception:
@@ -114,12 +147,12 @@ def _walk(browser: Browser, url: str, model) -> None:
     page = browser.page
     start = time.perf_counter()
     page.goto(url + "/")
-    page.wait_for_selector("h1:has-text('Prompt')", timeout=180_000)
+    page.wait_for_selector("h1:has-text('Prompt')", timeout=RealModelBrowser.TIMEOUT_MS)
     browser.wait()
     browser.timings["Prompt (first load)"] = time.perf_counter() - start
 
     browser.open("Browse examples", charts=1)
-    page.wait_for_selector(".lg-tok", timeout=60_000)
+    page.wait_for_selector(".lg-tok", timeout=RealModelBrowser.TIMEOUT_MS)
     query = dict(part.split("=", 1) for part in page.url.split("?", 1)[1].split("&"))
     component, example = query["component"], int(query["example"])
     tokens = sources.example_tokens(model, sources.corpus_dataset().texts[example])
@@ -142,20 +175,24 @@ def _walk(browser: Browser, url: str, model) -> None:
     page.locator(f'.lg-tok[data-pos="{lowest}"]').hover()
     assert f"pos {lowest}:" in page.locator(".lg-detail").inner_text()
     page.locator(f'.lg-tok[data-pos="{lowest}"]').click()
-    page.wait_for_selector(f"h3:has-text('Position {lowest}:')", timeout=60_000)
+    page.wait_for_selector(
+        f"h3:has-text('Position {lowest}:')", timeout=RealModelBrowser.TIMEOUT_MS
+    )
     browser.wait()
     assert f"pos={lowest}" in page.url and f"component={component}" in page.url
     link = page.url
 
     start = time.perf_counter()
     page.goto(link)  # the shared link opens the same view
-    page.wait_for_selector(f"h3:has-text('Position {lowest}:')", timeout=180_000)
+    page.wait_for_selector(
+        f"h3:has-text('Position {lowest}:')", timeout=RealModelBrowser.TIMEOUT_MS
+    )
     browser.wait(charts=1)
     browser.timings["Browse (opened from its URL)"] = time.perf_counter() - start
     assert page.locator(".lg-sel").get_attribute("data-pos") == str(lowest)
 
-    page.get_by_label("Documents to read").fill("1")
-    page.get_by_label("Documents to read").press("Enter")
+    page.get_by_role("spinbutton", name="Documents to read").fill("1")
+    page.get_by_role("spinbutton", name="Documents to read").press("Enter")
     browser.wait()
     start = time.perf_counter()
     page.get_by_role("button", name=f"Rank the dataset for {component}").click()
