@@ -7,7 +7,7 @@
   (`||W_OV^A R^B||_F / (||W_OV^A||_F ||R^B||_F)` with R = W_QK for Q, W_QK^T for K,
   W_OV for V; "A Mathematical Framework for Transformer Circuits", Elhage et al. 2021),
   without forming the `[n_layers, n_heads, n_layers, n_heads]` tensor, which for a
-  30-layer model would cost a gigabyte.
+  30-layer model would cost a gigabyte, and without an SVD per head.
 - `random_composition_baseline`: the mean (and spread) of the same score for Gaussian
   random weights of the model's shapes: a score near it is what any two unrelated heads
   would get.
@@ -24,17 +24,39 @@ from jaxtyping import Float
 from torch import Tensor
 
 from lookingglass.errors import InputError
-from lookingglass.factored_matrix import FactoredMatrix, composition_scores
 
 MODES = ("Q", "K", "V")
 
 
-def _reader(model, mode: str) -> FactoredMatrix:
-    """The reading circuit of every head for `mode`, as TransformerLens's
-    `all_composition_scores`: QK (Q), QK^T (K), OV (V)."""
+def _factors(model, mode: str) -> tuple[Tensor, Tensor]:
+    """The reading circuit of every head for `mode` as factors (A, B), R = A @ B, as in
+    TransformerLens's `all_composition_scores`: QK = W_Q W_K^T (Q), QK^T = W_K W_Q^T
+    (K), OV = W_V W_O (V)."""
     if mode not in MODES:
         raise InputError(f"mode must be one of {MODES}, got {mode!r}.")
-    return {"Q": lambda: model.QK, "K": lambda: model.QK.T, "V": lambda: model.OV}[mode]()
+    W_Q, W_K, W_V, W_O = model.W_Q, model.W_K, model.W_V, model.W_O
+    return {
+        "Q": (W_Q, W_K.transpose(-2, -1)),
+        "K": (W_K, W_Q.transpose(-2, -1)),
+        "V": (W_V, W_O),
+    }[mode]
+
+
+def _scores(writer: tuple[Tensor, Tensor], reader: tuple[Tensor, Tensor]) -> Float[Tensor, "..."]:
+    """`||L R||_F / (||L||_F ||R||_F)` for L = A_l B_l and R = A_r B_r (d_model x d_model,
+    rank d_head), leading dims broadcast. The same number as
+    `factored_matrix.composition_scores`, computed through d_head x d_head Gram matrices
+    instead of an SVD per head: ||A X B||_F^2 = tr((A^T A) X (B B^T) X^T)."""
+    (A_l, B_l), (A_r, B_r) = writer, reader
+    gram_a_l = A_l.transpose(-2, -1) @ A_l
+    gram_b_l = B_l @ B_l.transpose(-2, -1)
+    gram_a_r = A_r.transpose(-2, -1) @ A_r
+    gram_b_r = B_r @ B_r.transpose(-2, -1)
+    X = B_l @ A_r
+    product = (gram_a_l @ X @ gram_b_r * X).sum((-2, -1))
+    left = (gram_a_l * gram_b_l.transpose(-2, -1)).sum((-2, -1))
+    right = (gram_a_r * gram_b_r.transpose(-2, -1)).sum((-2, -1))
+    return (product.clamp(min=0) / left / right).sqrt()
 
 
 @dataclass
@@ -57,19 +79,13 @@ def head_composition(model, layer: int, head: int) -> HeadComposition:
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     if not (0 <= layer < n_layers and 0 <= head < n_heads):
         raise InputError(f"Head L{layer}H{head} is out of range ({n_layers} x {n_heads} heads).")
-    OV = model.OV
+    W_V, W_O = model.W_V.float(), model.W_O.float()
     earlier, later = {}, {}
     for mode in MODES:
-        reader = _reader(model, mode)
-        earlier[mode] = (
-            composition_scores(OV[:layer], reader[layer, head], broadcast_dims=False)
-            if layer > 0
-            else torch.zeros(0, n_heads)
-        )
-        later[mode] = (
-            composition_scores(OV[layer, head], reader[layer + 1 :], broadcast_dims=False)
-            if layer + 1 < n_layers
-            else torch.zeros(0, n_heads)
+        A, B = (f.float() for f in _factors(model, mode))
+        earlier[mode] = _scores((W_V[:layer], W_O[:layer]), (A[layer, head], B[layer, head]))
+        later[mode] = _scores(
+            (W_V[layer, head], W_O[layer, head]), (A[layer + 1 :], B[layer + 1 :])
         )
     return HeadComposition(layer, head, earlier, later)
 
@@ -95,15 +111,16 @@ def random_composition_baseline(model, n_samples: int = 64, seed: int = 0) -> Ba
     def gaussian(*shape: int) -> Tensor:
         return torch.randn(n_samples, *shape, generator=generator)
 
-    OV = FactoredMatrix(gaussian(d_model, d_head), gaussian(d_head, d_model))
+    writer = (gaussian(d_model, d_head), gaussian(d_head, d_model))
+    W_Q, W_K = gaussian(d_model, d_head), gaussian(d_model, d_head)
     readers = {
-        "Q": FactoredMatrix(gaussian(d_model, d_head), gaussian(d_head, d_model)),
-        "V": FactoredMatrix(gaussian(d_model, d_head), gaussian(d_head, d_model)),
+        "Q": (W_Q, W_K.transpose(-2, -1)),
+        "K": (W_K, W_Q.transpose(-2, -1)),
+        "V": (gaussian(d_model, d_head), gaussian(d_head, d_model)),
     }
-    readers["K"] = readers["Q"].T
     mean, std = {}, {}
     for mode in MODES:
-        scores = composition_scores(OV, readers[mode], broadcast_dims=False)
+        scores = _scores(writer, readers[mode])
         mean[mode], std[mode] = float(scores.mean()), float(scores.std())
     return Baseline(mean, std, n_samples)
 
