@@ -28,18 +28,16 @@ from lookingglass.errors import InputError
 MODES = ("Q", "K", "V")
 
 
-def _factors(model, mode: str) -> tuple[Tensor, Tensor]:
-    """The reading circuit of every head for `mode` as factors (A, B), R = A @ B, as in
+def _readers(model) -> dict[str, tuple[Tensor, Tensor]]:
+    """The reading circuit of every head per mode as factors (A, B), R = A @ B, as in
     TransformerLens's `all_composition_scores`: QK = W_Q W_K^T (Q), QK^T = W_K W_Q^T
-    (K), OV = W_V W_O (V)."""
-    if mode not in MODES:
-        raise InputError(f"mode must be one of {MODES}, got {mode!r}.")
-    W_Q, W_K, W_V, W_O = model.W_Q, model.W_K, model.W_V, model.W_O
+    (K), OV = W_V W_O (V). (The stacked weights are read once: each is a copy.)"""
+    W_Q, W_K, W_V, W_O = (w.float() for w in (model.W_Q, model.W_K, model.W_V, model.W_O))
     return {
         "Q": (W_Q, W_K.transpose(-2, -1)),
         "K": (W_K, W_Q.transpose(-2, -1)),
         "V": (W_V, W_O),
-    }[mode]
+    }
 
 
 def _scores(writer: tuple[Tensor, Tensor], reader: tuple[Tensor, Tensor]) -> Float[Tensor, "..."]:
@@ -79,10 +77,11 @@ def head_composition(model, layer: int, head: int) -> HeadComposition:
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     if not (0 <= layer < n_layers and 0 <= head < n_heads):
         raise InputError(f"Head L{layer}H{head} is out of range ({n_layers} x {n_heads} heads).")
-    W_V, W_O = model.W_V.float(), model.W_O.float()
+    readers = _readers(model)
+    W_V, W_O = readers["V"]
     earlier, later = {}, {}
     for mode in MODES:
-        A, B = (f.float() for f in _factors(model, mode))
+        A, B = readers[mode]
         earlier[mode] = _scores((W_V[:layer], W_O[:layer]), (A[layer, head], B[layer, head]))
         later[mode] = _scores(
             (W_V[layer, head], W_O[layer, head]), (A[layer + 1 :], B[layer + 1 :])

@@ -113,6 +113,7 @@ def path_view(
     E = model.W_E if embed is None else embed
     query_id, source_id = compute.single_token(model, query), compute.single_token(model, source)
     keys, sources_ov = E, E[source_id : source_id + 1]
+    W_V, W_O = model.W_V, model.W_O  # each a stacked copy: read once
     if through is not None:
         a_layer, a_head = compute.parse_head(model, through)
         if a_layer >= layer:
@@ -120,11 +121,10 @@ def path_view(
                 f"{through} is not in an earlier layer than L{layer}H{head}: composition "
                 "runs from earlier heads to later ones."
             )
-        OV_a = model.OV[a_layer, a_head]
-        keys = E @ OV_a.A @ OV_a.B
-        sources_ov = sources_ov @ OV_a.A @ OV_a.B
+        keys = E @ W_V[a_layer, a_head] @ W_O[a_layer, a_head]
+        sources_ov = sources_ov @ W_V[a_layer, a_head] @ W_O[a_layer, a_head]
     qk_row = ((E[query_id] @ model.W_Q[layer, head]) @ (keys @ model.W_K[layer, head]).T).float()
-    ov_row = (sources_ov @ model.W_V[layer, head] @ model.W_O[layer, head] @ model.W_U)[0].float()
+    ov_row = (sources_ov @ W_V[layer, head] @ W_O[layer, head] @ model.W_U)[0].float()
     k = min(k, ov_row.numel())
     return PathView(
         head=f"L{layer}H{head}",
