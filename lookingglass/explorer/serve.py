@@ -16,15 +16,19 @@ import sys
 
 
 def main() -> int:
-    streamlit_logger = logging.getLogger("streamlit")
-    level = streamlit_logger.level
-    # `st.cache_data` warns that no runtime exists when decorated functions are imported
-    # before the server starts; their caches are created later, under the runtime.
-    streamlit_logger.setLevel(logging.ERROR)
+    # `st.cache_data` warns "No runtime found" once per decorated function imported before
+    # the server starts (seven in `state`); their caches are created later, under the
+    # runtime. Streamlit gives each of its loggers its own level and handler, so the
+    # logger that warns is the one to quiet ("streamlit" above it would not do).
+    from streamlit.runtime.caching import cache_data_api
+
+    caching_logger = logging.getLogger(cache_data_api.__name__)
+    level = caching_logger.level
+    caching_logger.setLevel(logging.ERROR)
     try:
         from lookingglass.explorer import state
     finally:
-        streamlit_logger.setLevel(level)
+        caching_logger.setLevel(level)
     state.prefetch()
 
     from streamlit.web import cli

@@ -170,7 +170,7 @@ def _walk(browser: Browser, url: str, model) -> None:
     assert (red, green, blue) == (67, 147, 195) and alpha > 0, colour  # blue: it helps the loss
     colour, value = _strip_colour(page, highest)
     assert _rgba(colour)[:3] == (214, 96, 77) and _rgba(colour)[3] > 0, colour  # red
-    browser.screenshot("browse")
+    browser.screenshot("browse_smollm2")
 
     page.locator(f'.lg-tok[data-pos="{lowest}"]').hover()
     assert f"pos {lowest}:" in page.locator(".lg-detail").inner_text()
@@ -204,7 +204,7 @@ def _walk(browser: Browser, url: str, model) -> None:
     assert "Composition of" in text and "Random weights of these shapes score" in text
     baseline = float(re.search(r"score Q ([\d.]+) ±", text).group(1))
     assert 0.7 < baseline * model.cfg.d_model**0.5 < 1.3  # about 1 / sqrt(d_model)
-    browser.screenshot("circuits")
+    browser.screenshot("circuits_smollm2")
     for name in ("Browse examples", "Circuits"):  # later visits
         browser.timings[f"{name} (first visit)"] = browser.timings.pop(name)
     browser.open("Browse examples", charts=1)
