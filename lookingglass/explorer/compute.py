@@ -27,6 +27,7 @@ from lookingglass.analysis import (
 )
 from lookingglass.analysis.logit_lens import LogitLensResult
 from lookingglass.errors import InputError
+from lookingglass.explorer import tokens as tokens_text
 from lookingglass.interventions import (
     Component,
     ablation_hooks,
@@ -124,8 +125,10 @@ def check_head(model, layer: int, head: int) -> None:
 
 
 def token_str(model, token: int) -> str:
-    """One token as text."""
-    return model.to_single_str_token(int(token))
+    """One token as text (bytes that are not a whole character as `<0xNN>`)."""
+    if getattr(model, "tokenizer", None) is None:
+        return model.to_single_str_token(int(token))
+    return tokens_text.token_text(model.tokenizer, int(token))
 
 
 # ------------------------------------------------------------------------- prompt
@@ -163,7 +166,7 @@ def analyze_prompt(model, prompt: str, top_k: int = 5) -> PromptAnalysis:
     lens = logit_lens(model, cache, target_tokens=targets[None], top_k=3)
     loss = utils.lm_cross_entropy_loss(logits[None], tokens.to(logits.device), per_token=True)[0]
     return PromptAnalysis(
-        str_tokens=model.to_str_tokens(tokens[0]),
+        str_tokens=tokens_text.str_tokens(model, tokens[0].tolist()),
         tokens=tokens[0].numpy(),
         top=_top_scores(model, logits, top_k),
         patterns=patterns.float().cpu().numpy(),
@@ -346,6 +349,21 @@ def component_means(model, rows: Int[Tensor, "n pos"]) -> dict[str, Tensor]:
     return dataset_activations(model, rows, names, mean=True)
 
 
+def component_ablation_hooks(
+    model, component_label: str, method: str, means: dict[str, Tensor] | None = None
+) -> list:
+    """`(hook_name, hook_fn)` pairs that ablate a component of `component_labels`:
+    "zero", or "mean" with `means` from `component_means`."""
+    if method not in ABLATION_METHODS:
+        raise InputError(f"Ablation method must be one of {ABLATION_METHODS}, got {method!r}.")
+    component, _, _ = parse_component(model, component_label)
+    if method == "zero":
+        return ablation_hooks(model, [component], "zero")
+    if means is None:
+        raise InputError("Mean ablation needs the dataset means (component_means).")
+    return [(component.hook_name, mean_ablation_hook(means[component.hook_name], component.index))]
+
+
 @dataclass
 class LossChangeRow:
     """A prediction whose loss changed: position p predicts `target` (token p + 1)."""
@@ -402,14 +420,7 @@ def ablation_view(
     if tokens.shape[1] < 2:
         raise InputError("The example needs at least 2 tokens to have a next-token loss.")
     component, layer, kind = parse_component(model, component_label)
-    if method == "zero":
-        hooks = ablation_hooks(model, [component], "zero")
-    elif means is None:
-        raise InputError("Mean ablation needs the dataset means (component_means).")
-    else:
-        hooks = [
-            (component.hook_name, mean_ablation_hook(means[component.hook_name], component.index))
-        ]
+    hooks = component_ablation_hooks(model, component_label, method, means)
     targets = tokens[:, 1:]
     clean_logits, cache = model.run_with_cache(tokens)
     with model.hooks(fwd_hooks=hooks):
@@ -434,7 +445,7 @@ def ablation_view(
     return AblationView(
         component=component_label,
         method=method,
-        str_tokens=model.to_str_tokens(tokens[0]),
+        str_tokens=tokens_text.str_tokens(model, tokens[0].tolist()),
         clean_loss=clean_loss[0].numpy(),
         ablated_loss=ablated_loss[0].numpy(),
         helps_most=_loss_rows(model, tokens, change, n_rows, largest=True),

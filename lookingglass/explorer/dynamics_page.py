@@ -8,8 +8,7 @@ import json
 
 import streamlit as st
 
-from lookingglass import plot
-from lookingglass.explorer import state, views
+from lookingglass.explorer import dynamics_figures, state, views
 
 
 def render() -> None:
@@ -31,6 +30,14 @@ def render() -> None:
         st.caption(
             f"{len(view.steps)} snapshots, steps {int(view.steps[0])} to {int(view.steps[-1])}; "
             f"from {view.origin}"
+            + (
+                ". A bare snapshots folder is measured on the corpus's held-out chapters (or "
+                "synthetic induction rows), not on the replication's own held-out rows: its "
+                "losses and ICL score differ from the run's dynamics.npz; head scores use the "
+                "same probe (20 repeated random sequences, seed 0) and agree."
+                if "measured" in view.origin
+                else ""
+            )
         )
         if view.summary.get("induction_heads"):
             heads = ", ".join(
@@ -39,46 +46,45 @@ def render() -> None:
                 for h in view.summary["induction_heads"]
             )
             st.markdown(f"Induction heads at the end of training: **{heads}**")
-        _scores(view)
-        views.show(
-            plot.training_curves(
-                {"step": view.steps, "held-out loss": view.eval_loss, "ICL score": view.icl},
-                title="Losses over training",
-            ),
-            key="dynamics_losses",
+        summary = view.summary or {}
+        for name, scores in (
+            ("Induction score", view.induction),
+            ("Previous-token score", view.previous_token),
+        ):
+            views.show(
+                dynamics_figures.head_scores_figure(view.steps, scores, name, summary),
+                key=f"dynamics_{name}",
+            )
+        st.caption(
+            "Induction score: a head's attention from each token of a repeated random "
+            "sequence to the token after its first occurrence. Previous-token score: its "
+            "attention to the token just before."
         )
+        figure, notes = dynamics_figures.losses_figure(
+            view.steps, view.eval_loss, view.icl, summary
+        )
+        views.show(figure, key="dynamics_losses")
+        st.caption(ICL_DEFINITION + (" Shaded: " + "; ".join(notes) + "." if notes else ""))
         views.show(
-            plot.loss_pca_trajectory(
-                view.pca_trajectory,
-                list(view.steps.astype(int)),
-                explained_variance=view.pca_explained,
-                components=[(0, 1)] if view.pca_trajectory.shape[1] > 1 else [(0, 0)],
-            ),
+            dynamics_figures.pca_figure(view.pca_trajectory, view.steps, view.pca_explained),
             key="dynamics_pca",
+        )
+        st.caption(
+            "Each point is a snapshot, labelled with its step: its per-token losses on a fixed "
+            "sample of held-out tokens, projected on their principal components over all "
+            "snapshots (Olsson et al. 2022). A phase change shows as a sharp turn."
         )
         if view.summary:
             with st.expander("Summary (phase changes)"):
                 st.code(json.dumps(view.summary, indent=2), language="json")
 
 
-def _scores(view) -> None:
-    n_layers, n_heads = view.induction.shape[1:]
-    for name, scores in (
-        ("Induction score", view.induction),
-        ("Previous-token score", view.previous_token),
-    ):
-        series = [
-            plot.Series(f"L{l}H{h}", view.steps, scores[:, l, h], mode="lines+markers")
-            for l in range(n_layers)
-            for h in range(n_heads)
-        ]
-        panel = plot.Lines(series, title="", x_title="training step", y_title=name)
-        views.show(
-            plot.Figure(
-                [panel], title=f"{name} of each head over training", cols=1, panel_size=(8.0, 3.0)
-            ),
-            key=f"dynamics_{name}",
-        )
+ICL_DEFINITION = (
+    "ICL score (in-context learning): the mean held-out loss over the second half of the "
+    "context (tokens seq_len/2 to seq_len - 1) minus the mean loss over an early window "
+    "(tokens seq_len/20 to seq_len/10), as Olsson et al.'s loss at token 500 minus at token "
+    "50; negative means the model predicts better later in the context."
+)
 
 
 if __name__ == "__main__":

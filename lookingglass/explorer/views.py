@@ -57,7 +57,7 @@ def attention_heatmap(pattern: np.ndarray, str_tokens: Sequence[str], title: str
     """One head's attention `[query, key]` as a heatmap of fixed size, future keys blank.
     Hover shows positions and the weight; the tick labels name the tokens."""
     n = len(pattern)
-    labels = [f"{i}: {shown_token(t)!r}"[:18] for i, t in enumerate(str_tokens)]
+    labels = [f"{i}: {quoted_token(t)}"[:18] for i, t in enumerate(str_tokens)]
     ticks = list(range(0, n, max(1, n // 40)))
     fig = go.Figure(
         go.Heatmap(
@@ -156,9 +156,23 @@ def vector_panels(
     show(fig, key=key)
 
 
+_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
 def shown_token(token: str) -> str:
-    """A token as printable text: newlines and tabs visible, leading spaces kept."""
-    return token.replace("\n", "\\n").replace("\t", "\\t")
+    """A token as printable text, escaped once: a newline is the two characters `\\n`
+    (tab `\\t`, carriage return `\\r`, other control characters `\\xNN`); spaces
+    are kept. Byte pieces already read `<0xNN>` (`tokens.token_text`)."""
+    return "".join(
+        _ESCAPES.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 32 or ord(c) == 127 else c)
+        for c in token
+    )
+
+
+def quoted_token(token: str) -> str:
+    """`shown_token` between single quotes, so leading and trailing spaces are visible:
+    `' the'`, `'\\n'` (never the double-escaped `'\\\\n'` of `repr(shown_token(t))`)."""
+    return f"'{shown_token(token)}'"
 
 
 def token_strip(
@@ -183,7 +197,7 @@ def token_strip(
             if value is None or not np.isfinite(value)
             else max(0.0, min(1.0, value / (top or 1.0)))
         )
-        tip = f"{i}: {token!r}" + (
+        tip = f"{i}: {quoted_token(token)}" + (
             "" if value is None or not np.isfinite(value) else f" = {value:.3f}"
         )
         spans.append(
@@ -205,7 +219,7 @@ def predictions_table(
     for pos, (token, scores) in enumerate(zip(str_tokens, top, strict=True)):
         row = {"pos": pos, "token": shown_token(token)}
         row.update(
-            {f"#{i + 1}": f"{shown_token(s.token)!r} {s.value:.1%}" for i, s in enumerate(scores)}
+            {f"#{i + 1}": f"{quoted_token(s.token)} {s.value:.1%}" for i, s in enumerate(scores)}
         )
         rows.append(row)
     return pd.DataFrame(rows)
@@ -215,7 +229,7 @@ def token_scores_table(scores: Sequence[TokenScore], value_name: str) -> pd.Data
     """A table of tokens and their values."""
     return pd.DataFrame(
         {
-            "token": [repr(shown_token(s.token)) for s in scores],
+            "token": [quoted_token(s.token) for s in scores],
             "id": [s.token_id for s in scores],
             value_name: [round(s.value, 4) for s in scores],
         }

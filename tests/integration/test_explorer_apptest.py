@@ -184,11 +184,16 @@ def test_circuits_page_names_the_strongest_induction_head(app, model):
         in at.markdown[0].value
     )
     at.selectbox(key="circuit_head").set_value("L1H3").run()
+    at.selectbox(key="through_1").set_value("direct (no other head)").run()
     at.text_input(key="qk_token").set_value(" said").run()
     at.text_input(key="ov_token").set_value(" God").run()
     view = compute.circuit_view(model, 1, 3, " said", " God")
-    assert at.subheader[0].value == f"L1H3: copying score {view.copying_score:.3f}"
-    qk = tables(at, "score")[0]
+    assert (
+        at.subheader[1].value
+        == f"L1H3: QK and OV circuits (copying score {view.copying_score:.3f})"
+    )
+    assert at.query_params["head"] == "L1H3"
+    qk = tables(at, "id", "score")[0]
     assert qk["id"].tolist() == [t.token_id for t in view.top_keys]
     np.testing.assert_allclose(qk["score"], [round(t.value, 4) for t in view.top_keys])
     assert tables(at, "logit")[0]["id"].tolist() == [t.token_id for t in view.boosted]

@@ -21,6 +21,7 @@ from lookingglass.analysis import (
 )
 from lookingglass.errors import InputError
 from lookingglass.explorer import ENV, compute, schematics, sources
+from lookingglass.explorer import tokens as token_display
 from lookingglass.explorer.cli import add_explore_parser, streamlit_command
 from lookingglass.interventions import Component, per_token_loss_change
 from tests._explorer_helpers import (
@@ -245,7 +246,8 @@ def test_ablation_view_shows_the_heads_attention_attribution_and_lens(model, exa
     lens = logit_lens(model, cache, target_tokens=example[:, 1:], pos_slice=slice(0, -1), top_k=1)
     assert view.lens_label == "1_pre"
     np.testing.assert_allclose(view.lens_target_prob, lens.target_probs[1, 0].numpy(), atol=1e-5)
-    assert view.lens_top[4] == model.to_single_str_token(int(lens.top_tokens[1, 0, 4, 0]))
+    top = int(lens.top_tokens[1, 0, 4, 0])  # byte pieces read <0xNN> (test_explorer_tokens_ranking)
+    assert view.lens_top[4] == token_display.token_text(model.tokenizer, top)
     assert compute.ablation_view(model, example, "attn 0", "zero").pattern is None
 
 
