@@ -72,6 +72,22 @@ def prompt_tokens(model, prompt: str) -> Int[Tensor, "1 pos"]:
     return tokens
 
 
+def truncated_prompt(model, prompt: str) -> str:
+    """The longest start of `prompt`, cut at a token boundary, that `prompt_tokens`
+    accepts (at most `prompt_limit` tokens and `MAX_PROMPT_CHARS` characters)."""
+    prompt = prompt[:MAX_PROMPT_CHARS]
+    tokens = model.to_tokens(prompt, truncate=False)[0]
+    bos = int(tokens.shape[0]) - int(
+        model.to_tokens(prompt, prepend_bos=False, truncate=False).shape[1]
+    )
+    ids = tokens[bos : prompt_limit(model)].tolist()
+    text = model.tokenizer.decode(ids)
+    while text and not prompt.startswith(text):  # a byte piece cut in the middle of a character
+        ids = ids[:-1]
+        text = model.tokenizer.decode(ids)
+    return text
+
+
 def single_token(model, text: str | int) -> int:
     """The id of `text` if it is exactly one token (a leading space is part of a token);
     an int is taken as a token id. (Ids matter: a token that is part of a UTF-8

@@ -18,7 +18,7 @@ def render() -> None:
     """Draw the page."""
     st.title("Prompt")
     model = state.loaded_model().model
-    prompt = prompt_views.prompt_box()
+    prompt = prompt_views.prompt_box(model=model)
     with state.guarded():
         result = state.prompt_analysis(state.model_key(), prompt)
         n = len(result.str_tokens)

@@ -22,21 +22,34 @@ DEFAULT_PROMPT = (
 )
 
 
-def prompt_box(label: str = "Prompt") -> str:
-    """The prompt text box, shared by the Prompt and Schematics pages through the URL."""
+def prompt_box(label: str = "Prompt", model=None) -> str:
+    """The prompt text box, shared by the Prompt and Schematics pages through the URL.
+    A prompt longer than the explorer takes is kept as typed (never silently emptied)
+    and a button offers to cut it to the first tokens that fit."""
     prompt = state.url_value("prompt", DEFAULT_PROMPT)
-    if len(prompt) > compute.MAX_PROMPT_CHARS:  # a link can carry more than the box takes
-        st.warning(
-            f"The link's prompt has {len(prompt)} characters; the explorer takes at most "
-            f"{compute.MAX_PROMPT_CHARS}, so it is cut there."
-        )
-        prompt = prompt[: compute.MAX_PROMPT_CHARS]
-    return st.text_area(
+    text = st.text_area(
         label,
-        max_chars=compute.MAX_PROMPT_CHARS,
         help="Shared with the Schematics page; kept in the link (the prompt= part of the URL).",
         **state.bind("prompt", prompt),
     )
+    if model is not None:
+        _offer_truncation(model, text)
+    return text
+
+
+def _offer_truncation(model, text: str) -> None:
+    limit = compute.prompt_limit(model)
+    n = int(model.to_tokens(text[: 8 * compute.MAX_PROMPT_CHARS], truncate=False).shape[1])
+    if len(text) <= compute.MAX_PROMPT_CHARS and n <= limit:
+        return
+    kept = compute.truncated_prompt(model, text)
+    more = "+" if len(text) > 8 * compute.MAX_PROMPT_CHARS else ""
+    st.warning(
+        f"This prompt is {len(text)} characters, {n}{more} "
+        f"tokens; the explorer reads at most {limit} tokens (BOS included) and "
+        f"{compute.MAX_PROMPT_CHARS} characters. Cut it to the first {len(kept)} characters?"
+    )
+    st.button("Cut to what fits", on_click=state.set_url, kwargs={"prompt": kept})
 
 
 def selected(model, n: int) -> tuple[int, str]:

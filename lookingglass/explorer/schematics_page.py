@@ -19,7 +19,7 @@ def render() -> None:
     """Draw the page."""
     st.title("Schematics")
     model = state.loaded_model().model
-    prompt = prompt_views.prompt_box("Prompt (the same as on the Prompt page)")
+    prompt = prompt_views.prompt_box("Prompt (the same as on the Prompt page)", model)
     with state.guarded():
         n = len(compute.prompt_tokens(model, prompt)[0])
         position, head_label = prompt_views.selected(model, n)

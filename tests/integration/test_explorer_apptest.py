@@ -174,6 +174,20 @@ def test_prompt_page_reports_bad_prompts_and_recovers(app, prompt, message):
     assert not at.exception and not errors(at) and charts(at) == 3
 
 
+@pytest.mark.parametrize("prompt", [" and" * 300, "In the beginning. " * 300])
+def test_prompt_page_offers_to_cut_an_over_long_prompt(app, model, prompt):
+    at = app()
+    at.text_area(key="prompt").set_value(prompt).run()
+    assert at.text_area(key="prompt").value == prompt  # kept as typed, never emptied
+    assert any("Cut it to the first" in w.value for w in at.warning)
+    at.button[0].click().run()
+    cut = at.text_area(key="prompt").value
+    assert not at.exception and not errors(at) and prompt.startswith(cut)
+    limit = min(128, model.cfg.n_ctx)
+    assert model.to_tokens(cut).shape[1] == limit  # exactly what fits, BOS included
+    assert param(at, "prompt") == cut
+
+
 # ----------------------------------------------------------------------- circuits
 def test_circuits_page_names_the_strongest_induction_head(app, model):
     at = app("circuits_page.py")
