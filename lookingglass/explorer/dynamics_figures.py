@@ -10,9 +10,9 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-WINDOWS = {  # summary key -> (label, fill colour)
-    "induction_phase": ("induction phase change", "rgba(214,96,77,0.15)"),
-    "icl_phase": ("ICL phase change", "rgba(67,147,195,0.15)"),
+WINDOWS = {  # summary key -> (label, fill colour, label position: the windows often overlap)
+    "induction_phase": ("induction phase change", "rgba(214,96,77,0.15)", "top left"),
+    "icl_phase": ("ICL phase change", "rgba(67,147,195,0.15)", "bottom left"),
 }
 
 
@@ -20,21 +20,26 @@ def shade_windows(figure: go.Figure, summary: dict, rows: Sequence[int] = (1,)) 
     """Shade the detected phase-change windows of `summary` (`dynamics_summary`) on every
     subplot row in `rows`; returns a sentence per window drawn."""
     notes = []
-    for name, (label, colour) in WINDOWS.items():
+    for name, (label, colour, position) in WINDOWS.items():
         window = summary.get(name) or {}
         if not window.get("detected"):
             continue
         for row in rows:
+            # Labelled on the first row only (an annotation_text of None reads "new text").
+            label_args = (
+                {"annotation_text": label, "annotation_position": position}
+                if row == rows[0]
+                else {}
+            )
             figure.add_vrect(
                 x0=window["start"],
                 x1=window["end"],
                 fillcolor=colour,
                 line_width=0,
                 layer="below",
-                annotation_text=label if row == rows[0] else None,
-                annotation_position="top left",
                 row=row,
                 col=1,
+                **label_args,
             )
         notes.append(
             f"{label}: steps {window['start']} to {window['end']} (rise {window['rise']:.2f})"

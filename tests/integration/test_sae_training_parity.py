@@ -124,8 +124,9 @@ def test_training_forward_losses_and_gradients_equal_saelens(case):
     )
     assert set(mine.losses) == set(theirs.losses)
     for name, value in theirs.losses.items():
-        assert abs(float(mine.losses[name]) - float(value)) <= 1e-5 * max(1, abs(float(value)))
-    assert float(theirs.losses[next(k for k in theirs.losses if k != "mse_loss")]) != 0
+        mine_value, their_value = float(mine.losses[name].detach()), float(value.detach())
+        assert abs(mine_value - their_value) <= 1e-5 * max(1, abs(their_value))
+    assert float(theirs.losses[next(k for k in theirs.losses if k != "mse_loss")].detach()) != 0
     torch.testing.assert_close(mine.feature_acts, theirs.feature_acts, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(mine.sae_out, theirs.sae_out, atol=1e-6, rtol=1e-6)
     mine.loss.backward()
