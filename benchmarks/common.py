@@ -23,18 +23,39 @@ import torch
 def interleaved_medians(
     ops: dict[str, Callable[[], object]], repeats: int, warmup: int = 2
 ) -> dict[str, float]:
-    """Median seconds per op, timing the ops round-robin `repeats` times."""
+    """Median wall seconds per op, timing the ops round-robin `repeats` times."""
+    return {name: t["wall"] for name, t in interleaved_timings(ops, repeats, warmup).items()}
+
+
+def interleaved_timings(
+    ops: dict[str, Callable[[], object]], repeats: int, warmup: int = 2
+) -> dict[str, dict[str, float]]:
+    """Median seconds per op, round-robin `repeats` times: `wall`, and the process's
+    `user` and `sys` CPU time (every thread). On this project's VM, writing memory the
+    process has not touched before costs kernel time (several seconds per GB, and
+    erratic), so an op that allocates much, such as a full cache, can be slow in wall
+    time while its own computation is not; `user` separates the two."""
     for _ in range(warmup):
         for op in ops.values():
             op()
-    times: dict[str, list[float]] = {name: [] for name in ops}
+    times: dict[str, dict[str, list[float]]] = {
+        name: {"wall": [], "user": [], "sys": []} for name in ops
+    }
     for _ in range(repeats):
         for name, op in ops.items():
             gc.collect()
+            before = resource.getrusage(resource.RUSAGE_SELF)
             start = time.perf_counter()
             op()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+            wall = time.perf_counter() - start
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            times[name]["wall"].append(wall)
+            times[name]["user"].append(after.ru_utime - before.ru_utime)
+            times[name]["sys"].append(after.ru_stime - before.ru_stime)
+    return {
+        name: {kind: statistics.median(values) for kind, values in kinds.items()}
+        for name, kinds in times.items()
+    }
 
 
 def tensor_bytes(tensors) -> int:

@@ -25,16 +25,32 @@ def _mib(n: float) -> str:
     return f"{n / 2**20:.0f}"
 
 
+# Ratios of user CPU time (the process's own computation, without the kernel's time for
+# first-touch page faults; see `common.interleaved_timings`), for our two main ops.
+CPU_COLUMNS = {
+    "lookingglass forward": "ours fwd, CPU",
+    "lookingglass run_with_cache (everything)": "ours cache all, CPU",
+}
+FULL_CACHE = "lookingglass run_with_cache (everything)"
+
+
+def _ratio(times: dict | None, key: str, base_key: str = BASE) -> str:
+    if not times or key not in times or not times.get(base_key):
+        return "-"
+    return f"{times[key] / times[base_key]:.2f}x"
+
+
 def forward_table(rows: list[dict]) -> str:
     header = ["model", "tokens", "thr", "load", "HF SDPA ms", *FORWARD_COLUMNS.values()]
+    header += [*CPU_COLUMNS.values(), "ours cache all, kernel s"]
     header += ["full cache MiB", "ours max dlogp", "TL max dlogp"]
     out = []
     for r in rows:
         base = r["median_s"][BASE]
-        ratios = [
-            f"{r['median_s'][k] / base:.2f}x" if k in r["median_s"] else "-"
-            for k in FORWARD_COLUMNS
-        ]
+        ratios = [_ratio(r["median_s"], k) for k in FORWARD_COLUMNS]
+        ratios += [_ratio(r.get("median_user_s"), k) for k in CPU_COLUMNS]
+        kernel = r.get("median_sys_s", {}).get(FULL_CACHE)
+        ratios.append("-" if kernel is None else f"{kernel:.2f}")
         out.append(
             [
                 r["model"],

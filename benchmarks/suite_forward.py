@@ -9,7 +9,7 @@ TransformerLens's from HF SDPA, and the bytes a full cache holds.
 from __future__ import annotations
 
 import torch
-from common import interleaved_medians, load_average, tensor_bytes
+from common import interleaved_timings, load_average, tensor_bytes
 
 BASE = "HF SDPA forward"
 
@@ -72,7 +72,7 @@ def run(label: str, peers: dict, shapes, threads: int, repeats: int) -> list[dic
                 _, cache = peers["ours"].run_with_cache(tokens)
                 cache_bytes = tensor_bytes(cache.values())
                 del cache
-            medians = interleaved_medians(
+            timings = interleaved_timings(
                 forward_ops(peers, tokens, with_full_cache),
                 repeats if seq * batch <= 1024 else max(2, repeats // 2),
                 warmup=1,
@@ -83,7 +83,9 @@ def run(label: str, peers: dict, shapes, threads: int, repeats: int) -> list[dic
             threads=threads,
             load_before=load_before,
             load_after=load_average(),
-            median_s=medians,
+            median_s={name: t["wall"] for name, t in timings.items()},
+            median_user_s={name: t["user"] for name, t in timings.items()},
+            median_sys_s={name: t["sys"] for name, t in timings.items()},
             log_prob_diff=diffs,
             full_cache_mib=round(cache_bytes / 2**20, 1),
             full_cache_measured=with_full_cache,
@@ -95,7 +97,12 @@ def run(label: str, peers: dict, shapes, threads: int, repeats: int) -> list[dic
 
 def _summary(result: dict) -> str:
     base = result["median_s"][BASE]
-    ratios = ", ".join(f"{k}: {v / base:.2f}x" for k, v in result["median_s"].items() if k != BASE)
+    user = result["median_user_s"]
+    ratios = ", ".join(
+        f"{k}: {v / base:.2f}x (CPU {user[k] / user[BASE]:.2f}x)"
+        for k, v in result["median_s"].items()
+        if k != BASE
+    )
     return (
         f"[forward] {result['model']} {result['shape']} threads={result['threads']} "
         f"HF SDPA {base * 1000:.1f} ms; {ratios} (load {result['load_before']})"
