@@ -27,17 +27,15 @@ def _mib(n: float) -> str:
 
 # Ratios of user CPU time (the process's own computation, without the kernel's time for
 # first-touch page faults; see `common.interleaved_timings`), for our two main ops.
-CPU_COLUMNS = {
-    "lookingglass forward": "ours fwd, CPU",
-    "lookingglass run_with_cache (everything)": "ours cache all, CPU",
-}
 FULL_CACHE = "lookingglass run_with_cache (everything)"
+CPU_COLUMNS = {"lookingglass forward": "ours fwd, CPU", FULL_CACHE: "ours cache all, CPU"}
 
 
-def _ratio(times: dict | None, key: str, base_key: str = BASE) -> str:
-    if not times or key not in times or not times.get(base_key):
+def _ratio(times: dict | None, key: str) -> str:
+    """`times[key]` over HF SDPA's, or "-" when either was not measured."""
+    if not times or key not in times or not times.get(BASE):
         return "-"
-    return f"{times[key] / times[base_key]:.2f}x"
+    return f"{times[key] / times[BASE]:.2f}x"
 
 
 def forward_table(rows: list[dict]) -> str:
